@@ -1,0 +1,428 @@
+"""The DuckDB archive: the single source of truth of every run.
+
+Contract (in the spirit of optuna's ``BaseStorage``):
+
+* Every method opens a connection, does its work in one transaction, and closes it, so
+  that another process (``evo status`` while ``evo start`` runs) can open the file
+  between two calls. DuckDB lets a single process hold a file open for writing, and then
+  nobody else can even read it; a call that meets that lock retries with backoff for up
+  to ``lock_timeout_s`` and then raises :class:`ArchiveLockedError`.
+* Methods are thread-safe within a process (one lock serialises them).
+* A genome and its source and lineage edges are written in one transaction. An
+  evaluation is written ``RUNNING`` before its process starts and finished exactly once;
+  finished evaluations never change (:class:`ArchiveError` if one is finished twice).
+* Durability is DuckDB's: a write-ahead log, replayed after a crash or ``kill -9``.
+
+Tables: ``runs``, ``sources`` (code by sha256), ``genomes``, ``lineage`` (parent ->
+child edges), ``evaluations``. Query them directly with ``duckdb archive/evo.duckdb``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import duckdb
+from tenacity import retry, retry_if_exception, stop_after_delay, wait_random_exponential
+
+from evo.config import RunConfig
+from evo.genome import normalized_sha256, source_sha256
+from evo.records import EvalState, EvaluationRecord, GenomeRecord, Outcome, RunRecord
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run VARCHAR PRIMARY KEY,
+    created_at TIMESTAMP NOT NULL,
+    profile VARCHAR NOT NULL,
+    dataset VARCHAR NOT NULL,
+    time_budget_s DOUBLE NOT NULL,
+    project_dir VARCHAR NOT NULL,
+    config JSON NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sources (
+    sha256 VARCHAR PRIMARY KEY,
+    code VARCHAR NOT NULL
+);
+CREATE TABLE IF NOT EXISTS genomes (
+    run VARCHAR NOT NULL,
+    genome_id VARCHAR NOT NULL,
+    seq INTEGER NOT NULL,
+    generation INTEGER NOT NULL,
+    operator VARCHAR NOT NULL,
+    description VARCHAR NOT NULL,
+    source_sha256 VARCHAR NOT NULL,
+    normalized_sha256 VARCHAR NOT NULL,
+    created_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (run, genome_id)
+);
+CREATE TABLE IF NOT EXISTS lineage (
+    run VARCHAR NOT NULL,
+    parent_id VARCHAR NOT NULL,
+    child_id VARCHAR NOT NULL,
+    PRIMARY KEY (run, parent_id, child_id)
+);
+CREATE SEQUENCE IF NOT EXISTS evaluation_ids START 1;
+CREATE TABLE IF NOT EXISTS evaluations (
+    eval_id BIGINT NOT NULL,
+    run VARCHAR NOT NULL,
+    genome_id VARCHAR NOT NULL,
+    attempt INTEGER NOT NULL,
+    state VARCHAR NOT NULL,
+    started_at TIMESTAMP NOT NULL,
+    finished_at TIMESTAMP,
+    seed INTEGER NOT NULL,
+    device VARCHAR NOT NULL,
+    log_path VARCHAR NOT NULL,
+    wall_s DOUBLE,
+    returncode INTEGER,
+    failure_kind VARCHAR,
+    error VARCHAR,
+    log_tail VARCHAR,
+    val_bpb DOUBLE,
+    training_seconds DOUBLE,
+    total_seconds DOUBLE,
+    peak_vram_mb DOUBLE,
+    mfu_percent DOUBLE,
+    total_tokens_M DOUBLE,
+    num_steps DOUBLE,
+    num_params_M DOUBLE,
+    depth DOUBLE,
+    metrics JSON
+);
+"""
+
+# Metric keys that also get a column of their own, for direct SQL queries.
+METRIC_COLUMNS = (
+    "val_bpb",
+    "training_seconds",
+    "total_seconds",
+    "peak_vram_mb",
+    "mfu_percent",
+    "total_tokens_M",
+    "num_steps",
+    "num_params_M",
+    "depth",
+)
+
+_EVAL_COLUMNS = (
+    "eval_id, run, genome_id, attempt, state, started_at, finished_at, seed, device, log_path, "
+    "wall_s, returncode, failure_kind, error, log_tail, metrics"
+)
+
+
+class ArchiveError(Exception):
+    """A request the archive refuses: unknown run or genome, finishing twice, a name taken."""
+
+
+class ArchiveLockedError(ArchiveError):
+    """Another process held the archive file for longer than the lock timeout."""
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def _is_lock_error(exc: BaseException) -> bool:
+    return isinstance(exc, duckdb.IOException) and "lock" in str(exc).lower()
+
+
+class Archive:
+    """DuckDB-backed storage of runs, genomes, sources, evaluations and lineage.
+
+    Args:
+        path: the DuckDB file; its folder is created if missing.
+        lock_timeout_s: how long a call waits for another process's lock, seconds.
+
+    Raises:
+        ArchiveLockedError: from any method, when the file stayed locked too long.
+    """
+
+    def __init__(self, path: str | Path, lock_timeout_s: float = 60.0) -> None:
+        self.path = Path(path)
+        self.lock_timeout_s = lock_timeout_s
+        self._lock = threading.RLock()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._tx() as con:
+            con.execute(SCHEMA)
+
+    # ------------------------------------------------------------------ connections
+
+    @contextmanager
+    def _tx(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A short-lived connection; writes run in one transaction, committed on exit."""
+        with self._lock:
+            con = self._open(read_only)
+            try:
+                if not read_only:
+                    con.execute("BEGIN TRANSACTION")
+                try:
+                    yield con
+                except BaseException:
+                    if not read_only:
+                        con.execute("ROLLBACK")
+                    raise
+                if not read_only:
+                    con.execute("COMMIT")
+            finally:
+                con.close()
+
+    def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        if read_only and not self.path.exists():
+            raise ArchiveError(f"no archive at {self.path}")
+
+        @retry(
+            retry=retry_if_exception(_is_lock_error),
+            wait=wait_random_exponential(multiplier=0.05, max=1.0),
+            stop=stop_after_delay(self.lock_timeout_s),
+            reraise=True,
+        )
+        def connect() -> duckdb.DuckDBPyConnection:
+            return duckdb.connect(str(self.path), read_only=read_only)
+
+        try:
+            return connect()
+        except duckdb.IOException as exc:
+            if _is_lock_error(exc):
+                raise ArchiveLockedError(
+                    f"archive {self.path} stayed locked by another process for {self.lock_timeout_s:.0f} s"
+                ) from exc
+            raise
+
+    # ------------------------------------------------------------------ runs
+
+    def create_run(self, config: RunConfig, time_budget_s: float, project_dir: str | Path) -> RunRecord:
+        """Record a new run.
+
+        Raises:
+            ArchiveError: a run of that name exists already (use ``evo resume``).
+        """
+        with self._tx() as con:
+            if con.execute("SELECT 1 FROM runs WHERE run = ?", [config.run]).fetchone():
+                raise ArchiveError(f"run {config.run!r} already exists in {self.path}; use `evo resume {config.run}`")
+            con.execute(
+                "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [config.run, _utcnow(), config.profile, config.dataset, time_budget_s, str(project_dir), config.to_json()],
+            )
+        return self.get_run(config.run)
+
+    def get_run(self, run: str) -> RunRecord:
+        """The run called ``run``.
+
+        Raises:
+            ArchiveError: no such run.
+        """
+        with self._tx(read_only=True) as con:
+            row = con.execute(
+                "SELECT run, created_at, profile, dataset, time_budget_s, project_dir, config FROM runs WHERE run = ?",
+                [run],
+            ).fetchone()
+        if row is None:
+            raise ArchiveError(f"no run {run!r} in {self.path}")
+        return RunRecord(*row[:6], config_json=row[6])
+
+    def list_runs(self) -> list[RunRecord]:
+        """All runs, oldest first."""
+        with self._tx(read_only=True) as con:
+            rows = con.execute(
+                "SELECT run, created_at, profile, dataset, time_budget_s, project_dir, config FROM runs ORDER BY created_at"
+            ).fetchall()
+        return [RunRecord(*r[:6], config_json=r[6]) for r in rows]
+
+    def latest_run(self) -> RunRecord:
+        """The most recently created run.
+
+        Raises:
+            ArchiveError: the archive holds no run.
+        """
+        runs = self.list_runs()
+        if not runs:
+            raise ArchiveError(f"no runs in {self.path}; start one with `evo start`")
+        return runs[-1]
+
+    # ------------------------------------------------------------------ genomes
+
+    def add_genome(
+        self,
+        run: str,
+        generation: int,
+        operator: str,
+        description: str,
+        code: str,
+        parents: Sequence[str] = (),
+    ) -> GenomeRecord:
+        """Record a genome, its source and its lineage edges in one transaction.
+
+        Returns:
+            The new record, with the next ``g0000``-style id of the run.
+
+        Raises:
+            ArchiveError: unknown run or parent.
+        """
+        sha = source_sha256(code)
+        norm = normalized_sha256(code)
+        with self._tx() as con:
+            if not con.execute("SELECT 1 FROM runs WHERE run = ?", [run]).fetchone():
+                raise ArchiveError(f"no run {run!r}")
+            for parent in parents:
+                if not con.execute("SELECT 1 FROM genomes WHERE run = ? AND genome_id = ?", [run, parent]).fetchone():
+                    raise ArchiveError(f"parent {parent!r} is not a genome of run {run!r}")
+            seq = con.execute("SELECT COALESCE(MAX(seq) + 1, 0) FROM genomes WHERE run = ?", [run]).fetchone()[0]
+            genome_id = f"g{seq:04d}"
+            con.execute("INSERT INTO sources SELECT ?, ? WHERE NOT EXISTS (SELECT 1 FROM sources WHERE sha256 = ?)", [sha, code, sha])
+            created = _utcnow()
+            con.execute(
+                "INSERT INTO genomes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [run, genome_id, seq, generation, operator, description, sha, norm, created],
+            )
+            for parent in dict.fromkeys(parents):
+                con.execute("INSERT INTO lineage VALUES (?, ?, ?)", [run, parent, genome_id])
+        return GenomeRecord(run, genome_id, generation, operator, description, sha, norm, created, tuple(parents))
+
+    def genomes(self, run: str) -> list[GenomeRecord]:
+        """All genomes of a run in creation order, each with its parents."""
+        with self._tx(read_only=True) as con:
+            rows = con.execute(
+                "SELECT run, genome_id, generation, operator, description, source_sha256, normalized_sha256, created_at "
+                "FROM genomes WHERE run = ? ORDER BY seq",
+                [run],
+            ).fetchall()
+            edges = con.execute("SELECT parent_id, child_id FROM lineage WHERE run = ? ORDER BY parent_id", [run]).fetchall()
+        parents: dict[str, list[str]] = {}
+        for parent, child in edges:
+            parents.setdefault(child, []).append(parent)
+        return [GenomeRecord(*r, parents=tuple(parents.get(r[1], ()))) for r in rows]
+
+    def genome(self, run: str, genome_id: str) -> GenomeRecord:
+        """One genome.
+
+        Raises:
+            ArchiveError: no such genome in the run.
+        """
+        for record in self.genomes(run):
+            if record.genome_id == genome_id:
+                return record
+        raise ArchiveError(f"no genome {genome_id!r} in run {run!r}")
+
+    def source(self, sha256: str) -> str:
+        """The code stored under ``sha256``.
+
+        Raises:
+            ArchiveError: no such source.
+        """
+        with self._tx(read_only=True) as con:
+            row = con.execute("SELECT code FROM sources WHERE sha256 = ?", [sha256]).fetchone()
+        if row is None:
+            raise ArchiveError(f"no source {sha256[:12]}")
+        return row[0]
+
+    def edges(self, run: str) -> list[tuple[str, str]]:
+        """Lineage edges ``(parent_id, child_id)`` of a run."""
+        with self._tx(read_only=True) as con:
+            return [tuple(r) for r in con.execute(
+                "SELECT parent_id, child_id FROM lineage WHERE run = ? ORDER BY child_id, parent_id", [run]
+            ).fetchall()]
+
+    # ------------------------------------------------------------------ evaluations
+
+    def start_evaluation(self, run: str, genome_id: str, seed: int, device: str, log_path: str | Path) -> EvaluationRecord:
+        """Record a RUNNING evaluation of a genome, before its process starts.
+
+        Raises:
+            ArchiveError: unknown genome, or the genome already has a RUNNING evaluation.
+        """
+        with self._tx() as con:
+            if not con.execute("SELECT 1 FROM genomes WHERE run = ? AND genome_id = ?", [run, genome_id]).fetchone():
+                raise ArchiveError(f"no genome {genome_id!r} in run {run!r}")
+            if con.execute(
+                "SELECT 1 FROM evaluations WHERE run = ? AND genome_id = ? AND state = 'RUNNING'", [run, genome_id]
+            ).fetchone():
+                raise ArchiveError(f"genome {genome_id} of run {run} is already being evaluated")
+            attempt = con.execute(
+                "SELECT COUNT(*) + 1 FROM evaluations WHERE run = ? AND genome_id = ?", [run, genome_id]
+            ).fetchone()[0]
+            eval_id = con.execute("SELECT nextval('evaluation_ids')").fetchone()[0]
+            con.execute(
+                "INSERT INTO evaluations (eval_id, run, genome_id, attempt, state, started_at, seed, device, log_path) "
+                "VALUES (?, ?, ?, ?, 'RUNNING', ?, ?, ?, ?)",
+                [eval_id, run, genome_id, attempt, _utcnow(), seed, device, str(log_path)],
+            )
+        return self.evaluation(eval_id)
+
+    def finish_evaluation(self, eval_id: int, outcome: Outcome) -> EvaluationRecord:
+        """Finish a RUNNING evaluation with the outcome of its process.
+
+        Raises:
+            ArchiveError: the evaluation is unknown or already finished.
+        """
+        if not outcome.state.is_finished:
+            raise ArchiveError("an evaluation can only be finished into a finished state")
+        row = outcome.as_row()
+        metric_values = [outcome.metrics.get(k) for k in METRIC_COLUMNS]
+        with self._tx() as con:
+            current = con.execute("SELECT state FROM evaluations WHERE eval_id = ?", [eval_id]).fetchone()
+            if current is None:
+                raise ArchiveError(f"no evaluation {eval_id}")
+            if current[0] != EvalState.RUNNING.value:
+                raise ArchiveError(f"evaluation {eval_id} is already finished ({current[0]}); finished records never change")
+            con.execute(
+                "UPDATE evaluations SET state = ?, finished_at = ?, wall_s = ?, returncode = ?, failure_kind = ?, "
+                "error = ?, log_tail = ?, metrics = ?, "
+                + ", ".join(f"{k} = ?" for k in METRIC_COLUMNS)
+                + " WHERE eval_id = ?",
+                [row["state"], _utcnow(), row["wall_s"], row["returncode"], row["failure_kind"], row["error"],
+                 row["log_tail"], json.dumps(outcome.metrics), *metric_values, eval_id],
+            )
+        return self.evaluation(eval_id)
+
+    def interrupt_running(self, run: str, reason: str) -> list[EvaluationRecord]:
+        """Finish every RUNNING evaluation of a run as INTERRUPTED (they are re-run later).
+
+        Call only when no process is evaluating this run (the engine holds the run's lock).
+        """
+        with self._tx() as con:
+            ids = [r[0] for r in con.execute(
+                "SELECT eval_id FROM evaluations WHERE run = ? AND state = 'RUNNING' ORDER BY eval_id", [run]
+            ).fetchall()]
+            for eval_id in ids:
+                con.execute(
+                    "UPDATE evaluations SET state = 'INTERRUPTED', finished_at = ?, failure_kind = 'interrupted', error = ? "
+                    "WHERE eval_id = ? AND state = 'RUNNING'",
+                    [_utcnow(), reason, eval_id],
+                )
+        return [self.evaluation(i) for i in ids]
+
+    def evaluation(self, eval_id: int) -> EvaluationRecord:
+        """One evaluation.
+
+        Raises:
+            ArchiveError: no such evaluation.
+        """
+        with self._tx(read_only=True) as con:
+            row = con.execute(f"SELECT {_EVAL_COLUMNS} FROM evaluations WHERE eval_id = ?", [eval_id]).fetchone()
+        if row is None:
+            raise ArchiveError(f"no evaluation {eval_id}")
+        return _evaluation(row)
+
+    def evaluations(self, run: str) -> list[EvaluationRecord]:
+        """All evaluations of a run, oldest first."""
+        with self._tx(read_only=True) as con:
+            rows = con.execute(
+                f"SELECT {_EVAL_COLUMNS} FROM evaluations WHERE run = ? ORDER BY eval_id", [run]
+            ).fetchall()
+        return [_evaluation(r) for r in rows]
+
+
+def _evaluation(row: Sequence[Any]) -> EvaluationRecord:
+    (eval_id, run, genome_id, attempt, state, started_at, finished_at, seed, device, log_path,
+     wall_s, returncode, failure_kind, error, log_tail, metrics) = row
+    return EvaluationRecord(
+        eval_id=eval_id, run=run, genome_id=genome_id, attempt=attempt, state=EvalState(state),
+        started_at=started_at, finished_at=finished_at, seed=seed, device=device, log_path=log_path,
+        wall_s=wall_s, returncode=returncode, failure_kind=failure_kind, error=error, log_tail=log_tail,
+        metrics=json.loads(metrics) if metrics else {},
+    )

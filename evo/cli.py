@@ -1,0 +1,298 @@
+"""The ``evo`` command line: one small function per verb, each returning an exit code.
+
+Typed errors become a one-line message and exit status 2 at this boundary; Ctrl-C (or
+SIGTERM) stops a run cleanly with status 130 and a hint to resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import signal
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from evo import genome as genome_files
+from evo.archive import Archive, ArchiveError
+from evo.config import DATASETS, PROFILES, Paths, RunConfig
+from evo.engine import EVAL_SEED, Engine, EngineError
+from evo.export import standalone_source
+from evo.harness import HarnessError, detect_device, load_profiles, prepare_data
+from evo.lineage import FORMATS, best_ancestry, build_graph, render_tree, write_graph
+from evo.locking import RunLock, RunLockedError
+from evo.progress import ConsoleReporter
+from evo.records import RunRecord
+from evo.results import GenomeResult, best, genome_results, ranked
+
+EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 2, 130
+USER_ERRORS = (ArchiveError, EngineError, HarnessError, RunLockedError, genome_files.InvalidGenomeError, ValueError)
+
+# Piped or redirected output gets wide rows instead of rich's 80-column default.
+console = Console(width=None if sys.stdout.isatty() else 200)
+
+
+# ---------------------------------------------------------------------------- helpers
+
+def _paths(args: argparse.Namespace) -> Paths:
+    return Paths.for_project(args.project, args.archive)
+
+
+def _open_archive(paths: Paths, must_exist: bool = True) -> Archive:
+    if must_exist and not paths.archive_path.exists():
+        raise ArchiveError(f"no archive at {paths.archive_path}; start a run with `evo start`")
+    return Archive(paths.archive_path)
+
+
+def _run_record(archive: Archive, name: str | None) -> RunRecord:
+    return archive.get_run(name) if name else archive.latest_run()
+
+
+def _results(archive: Archive, run: str) -> list[GenomeResult]:
+    return genome_results(archive.genomes(run), archive.evaluations(run))
+
+
+def _sigterm_as_interrupt() -> None:
+    def handler(signum, frame):  # noqa: ARG001
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _execute(paths: Paths, archive: Archive, config: RunConfig, time_budget_s: float, device: str, seed_code: str | None) -> int:
+    reporter = ConsoleReporter(time_budget_s, console)
+    engine = Engine(paths, archive, config, time_budget_s, device, reporter)
+    try:
+        top = engine.run(seed_code)
+    except KeyboardInterrupt:
+        reporter.message(
+            f"[yellow]stopped[/]; the archive is consistent. Continue with: evo resume {config.run}"
+        )
+        return EXIT_INTERRUPTED
+    if top is not None:
+        console.print(f"best genome {top.genome_id}: val_bpb {top.val_bpb:.6f} — {top.genome.description}")
+        console.print(f"export it with: evo export --run {config.run} --best -o train.py")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------- verbs
+
+def cmd_start(args: argparse.Namespace) -> int:
+    paths = _paths(args)
+    profiles = load_profiles(paths.prepare_py)
+    device = detect_device()
+    profile = args.profile or ("gpu" if device.startswith("cuda") else "cpu")
+    if profile not in profiles:
+        raise HarnessError(f"prepare.py has no profile {profile!r}")
+    seed_path = Path(args.seed_genome).resolve() if args.seed_genome else paths.seed_genome
+    if not seed_path.is_file():
+        raise HarnessError(f"no seed genome at {seed_path}")
+    seed_code = seed_path.read_text(encoding="utf-8")
+    genome_files.validate(seed_code, str(seed_path))
+    run = args.run or dt.datetime.now().strftime("run-%Y%m%d-%H%M%S")
+    config = RunConfig(
+        run=run, profile=profile, dataset=args.dataset, population=args.population, generations=args.generations,
+        time_budget_s=args.time_budget, wall_limit_s=args.wall_limit, seed=args.seed, seed_genome=str(seed_path),
+    )
+    time_budget_s = float(args.time_budget or profiles[profile]["time_budget_s"])
+    archive = _open_archive(paths, must_exist=False)
+    archive_runs = {r.run for r in archive.list_runs()}
+    if run in archive_runs:
+        raise ArchiveError(f"run {run!r} already exists in {paths.archive_path}; use `evo resume {run}`")
+    with RunLock(paths.archive_path, run):
+        console.print(f"preparing data and tokenizer for profile {profile}, dataset {args.dataset} ...")
+        prepare_data(paths.project_dir, profile, args.dataset)
+        archive.create_run(config, time_budget_s, paths.project_dir)
+        gens = f"{config.generations} generations" if config.generations else "generations until Ctrl-C"
+        console.print(
+            f"run [bold]{run}[/]: population {config.population}, {gens}, profile {profile} "
+            f"({time_budget_s:g} s per genome) on {device}; archive {paths.archive_path}"
+        )
+        return _execute(paths, archive, config, time_budget_s, device, seed_code)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    paths = _paths(args)
+    archive = _open_archive(paths)
+    record = _run_record(archive, args.run)
+    config = RunConfig.from_json(record.config_json)
+    if args.generations is not None:
+        config = dataclasses.replace(config, generations=args.generations)
+    device = detect_device()
+    with RunLock(paths.archive_path, record.run):
+        prepare_data(paths.project_dir, config.profile, config.dataset)
+        seed_code = None
+        if not archive.genomes(record.run):
+            seed_code = Path(config.seed_genome).read_text(encoding="utf-8")
+        done = sum(1 for r in _results(archive, record.run) if r.is_finished)
+        console.print(f"resuming run [bold]{record.run}[/] ({done} genomes evaluated) on {device}")
+        return _execute(paths, archive, config, record.time_budget_s, device, seed_code)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    archive = _open_archive(_paths(args))
+    record = _run_record(archive, args.run)
+    results = _results(archive, record.run)
+    seed = next((r for r in results if r.genome.operator == "seed"), None)
+    seed_bpb = seed.val_bpb if seed else None
+    counts = Counter(r.state for r in results)
+    generations = max((r.genome.generation for r in results), default=-1) + 1
+    console.print(
+        f"run [bold]{record.run}[/] · profile {record.profile} · dataset {record.dataset} · "
+        f"{record.time_budget_s:g} s per genome · {len(results)} genomes in {generations} generation(s)"
+    )
+    console.print("states: " + ", ".join(f"{state} {n}" for state, n in sorted(counts.items())))
+    overheads = [r.last.overhead_s for r in results if r.last is not None and r.last.overhead_s is not None]
+    if overheads:
+        console.print(f"mean wall time not spent training, per evaluation: {sum(overheads) / len(overheads):.1f} s")
+    table = Table(show_lines=False)
+    for col in ("rank", "genome", "gen", "operator", "description", "val_bpb", "vs seed", "state", "wall s"):
+        table.add_column(col, justify="right" if col in ("rank", "gen", "val_bpb", "vs seed", "wall s") else "left")
+    shown = ranked(results)[: args.top] if args.top else ranked(results)
+    rank = 0
+    for r in shown:
+        if r.is_complete:
+            rank += 1
+        delta = ""
+        if r.val_bpb is not None and seed_bpb is not None:
+            delta = f"{r.val_bpb - seed_bpb:+.4f}"
+        wall = f"{r.last.wall_s:.1f}" if r.last is not None and r.last.wall_s is not None else ""
+        state = r.state if r.last is None or not r.last.failure_kind else f"{r.state} ({r.last.failure_kind})"
+        table.add_row(
+            str(rank) if r.is_complete else "", r.genome_id, str(r.genome.generation), r.genome.operator,
+            r.genome.description, f"{r.val_bpb:.6f}" if r.val_bpb is not None else "-", delta, state, wall,
+        )
+    console.print(table)
+    if args.top and len(results) > args.top:
+        console.print(f"... {len(results) - args.top} more (use --top 0 for all)")
+    return EXIT_OK
+
+
+def cmd_lineage(args: argparse.Namespace) -> int:
+    archive = _open_archive(_paths(args))
+    record = _run_record(archive, args.run)
+    results = _results(archive, record.run)
+    graph = build_graph(results, archive.edges(record.run))
+    marked = best_ancestry(graph, results)
+    if args.format:
+        if not args.output:
+            raise ValueError("--format needs -o FILE")
+        write_graph(graph, args.format, Path(args.output), marked)
+        console.print(f"wrote {graph.number_of_nodes()} genomes and {graph.number_of_edges()} edges to {args.output}")
+        return EXIT_OK
+    top = best(results)
+    title = f"lineage of run {record.run} (★ = ancestry of the best genome"
+    title += f", {top.genome_id} {top.val_bpb:.6f})" if top else ")"
+    console.print(render_tree(graph, marked, title))
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    archive = _open_archive(_paths(args))
+    record = _run_record(archive, args.run)
+    results = _results(archive, record.run)
+    if args.genome:
+        chosen = next((r for r in results if r.genome_id == args.genome), None)
+        if chosen is None:
+            raise ArchiveError(f"no genome {args.genome!r} in run {record.run!r}")
+    else:
+        chosen = best(results)
+        if chosen is None:
+            raise ArchiveError(f"run {record.run!r} has no completed genome to export yet")
+    config = RunConfig.from_json(record.config_json)
+    code = standalone_source(archive.source(chosen.genome.source_sha256), record, chosen, EVAL_SEED, config.time_budget_s)
+    out = Path(args.output)
+    genome_files.write_atomic(out, code)
+    score = f"val_bpb {chosen.val_bpb:.6f}" if chosen.val_bpb is not None else chosen.state
+    console.print(f"wrote {out} (run {record.run}, genome {chosen.genome_id}, {score}); run it with `python {out.name}` beside prepare.py")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--project", default=".", metavar="DIR",
+                        help="project folder with prepare.py, seed_train.py, genomes/ and archive/ (default: .)")
+    common.add_argument("--archive", default=None, metavar="PATH",
+                        help="DuckDB archive file (default: <project>/archive/evo.duckdb)")
+
+    parser = argparse.ArgumentParser(
+        prog="evo",
+        description="Evolutionary population search over train.py genomes, scored by val_bpb "
+        "(validation bits per byte, lower is better) under a fixed training time budget.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("start", parents=[common], help="start a new run",
+                       description="Start a new run: evaluate the seed genome and its mutants (generation 0), "
+                       "then evolve the population generation by generation. Ctrl-C stops cleanly; "
+                       "`evo resume` continues.")
+    p.add_argument("--population", type=int, default=8, help="survivors kept and children per generation (default 8)")
+    p.add_argument("--generations", type=int, default=None, help="stop after this many generations (default: until Ctrl-C)")
+    p.add_argument("--profile", choices=PROFILES, default=None,
+                   help="harness profile; val_bpb is comparable only within one (default: gpu with CUDA, else cpu)")
+    p.add_argument("--dataset", choices=DATASETS, default="sotu", help="corpus (default: sotu, embedded and offline)")
+    p.add_argument("--time-budget", type=float, default=None, metavar="S",
+                   help="training seconds per genome (default: the profile's: gpu 300, cpu 30, smoke 3)")
+    p.add_argument("--wall-limit", type=float, default=None, metavar="S",
+                   help="hard wall-clock limit per genome process (default: 2 x budget + 120 s)")
+    p.add_argument("--run", default=None, metavar="NAME", help="name of the run (default: run-<date>-<time>)")
+    p.add_argument("--seed-genome", default=None, metavar="FILE", help="first genome (default: <project>/seed_train.py)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of selection and mutation (default 0)")
+    p.set_defaults(func=cmd_start)
+
+    p = sub.add_parser("resume", parents=[common], help="continue a stopped or crashed run",
+                       description="Continue a run after Ctrl-C, a crash or kill -9: completed evaluations are kept, "
+                       "an interrupted one is run again, generation numbers continue.")
+    p.add_argument("run", nargs="?", help="run name (default: the latest run)")
+    p.add_argument("--generations", type=int, default=None, help="new total number of generations (default: as started)")
+    p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser("status", parents=[common], help="leaderboard of a run",
+                       description="Leaderboard of a run (works while `evo start` is running).")
+    p.add_argument("run", nargs="?", help="run name (default: the latest run)")
+    p.add_argument("--top", type=int, default=30, help="rows to show, 0 for all (default 30)")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("lineage", parents=[common], help="lineage graph of a run",
+                       description="The lineage graph as a terminal tree (★ marks the best genome's ancestry), "
+                       "or written to a file with --format.")
+    p.add_argument("run", nargs="?", help="run name (default: the latest run)")
+    p.add_argument("--format", choices=FORMATS, default=None, help="write the graph in this format (needs -o)")
+    p.add_argument("-o", "--output", default=None, metavar="FILE", help="output file for --format")
+    p.set_defaults(func=cmd_lineage)
+
+    p = sub.add_parser("export", parents=[common], help="write a genome as a standalone train.py",
+                       description="Write a genome as a standalone train.py that runs with `python train.py` "
+                       "beside prepare.py and reproduces its evaluation.")
+    p.add_argument("--run", default=None, metavar="NAME", help="run name (default: the latest run)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--best", action="store_true", help="the genome with the lowest val_bpb (default)")
+    which.add_argument("--genome", default=None, metavar="ID", help="a genome id, e.g. g0007")
+    p.add_argument("-o", "--output", default="train.py", metavar="FILE", help="output file (default: train.py)")
+    p.set_defaults(func=cmd_export)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command in ("start", "resume"):
+        _sigterm_as_interrupt()
+    try:
+        return args.func(args)
+    except USER_ERRORS as exc:
+        console.print(f"[red]error:[/] {exc}", highlight=False)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]")
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

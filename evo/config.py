@@ -1,0 +1,128 @@
+"""Plain-value configuration: profiles' seed overrides, run settings, project paths.
+
+Nothing here holds a live object (no clients, no connections): a :class:`RunConfig`
+is frozen, serialisable to JSON and stored in the archive with its run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PROFILES = ("gpu", "cpu", "smoke")
+DATASETS = ("sotu", "climbmix", "tinystories")
+
+# Hyperparameter values that make the generation-0 genome fit a profile. The seed genome
+# is sized for an H100 (the gpu profile); these are written into its ALL_CAPS block with
+# libcst (evo.operators.cst_tools.set_constants) before anything runs. Measured on a 2-core
+# CPU: see the README's numbers.
+SEED_OVERRIDES: dict[str, dict[str, Any]] = {
+    "gpu": {},
+    "cpu": {},
+    "smoke": {},
+}
+
+# Constants no operator perturbs: they change how a genome is measured, not what it learns.
+FROZEN_CONSTANTS = frozenset({"FINAL_EVAL_BATCH_SIZE"})
+
+# Valid values for string constants: an operator only ever picks among these.
+STRING_CHOICES: dict[str, tuple[str, ...]] = {
+    "WINDOW_PATTERN": ("L", "SL", "SSL", "SLL", "SSSL", "SSLL", "SLSL", "LLLL"),
+}
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where a project's files live.
+
+    Attributes:
+        project_dir: folder holding ``prepare.py``, ``seed_train.py``, ``program.md``.
+        archive_path: the DuckDB file (default ``<project>/archive/evo.duckdb``).
+    """
+
+    project_dir: Path
+    archive_path: Path
+
+    @classmethod
+    def for_project(cls, project_dir: str | Path, archive: str | Path | None = None) -> Paths:
+        project = Path(project_dir).resolve()
+        archive_path = Path(archive).resolve() if archive else project / "archive" / "evo.duckdb"
+        return cls(project_dir=project, archive_path=archive_path)
+
+    @property
+    def prepare_py(self) -> Path:
+        return self.project_dir / "prepare.py"
+
+    @property
+    def seed_genome(self) -> Path:
+        return self.project_dir / "seed_train.py"
+
+    def genome_dir(self, run: str) -> Path:
+        return self.project_dir / "genomes" / run
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Settings of one run, fixed when it starts and stored with it in the archive.
+
+    Attributes:
+        run: the run's name (unique in an archive).
+        profile: ``gpu``, ``cpu`` or ``smoke``; val_bpb is compared only within one.
+        dataset: the harness's corpus (``sotu`` offline default, ``climbmix``, ``tinystories``).
+        population: mu, the number of survivors, and lambda, the children per generation.
+        generations: stop after this many generations (``None``: until interrupted).
+        time_budget_s: training seconds each genome gets (``None``: the profile's).
+        wall_limit_s: hard wall-clock limit per genome process, seconds (``None``: derived).
+        seed: random seed of the engine (selection and mutation), and base of genome seeds.
+        tournament_size: contestants per tournament when selecting a parent.
+        mutation_attempts: tries to produce a child whose source was never evaluated.
+        operators: mutation operator name -> weight.
+        seed_genome: path of the seed genome file, read while generation 0 has no genome.
+    """
+
+    run: str
+    profile: str
+    seed_genome: str = "seed_train.py"
+    dataset: str = "sotu"
+    population: int = 8
+    generations: int | None = None
+    time_budget_s: float | None = None
+    wall_limit_s: float | None = None
+    seed: int = 0
+    tournament_size: int = 3
+    mutation_attempts: int = 20
+    operators: dict[str, float] = field(default_factory=lambda: {"hyperparam": 1.0})
+
+    def __post_init__(self) -> None:
+        if self.profile not in PROFILES:
+            raise ValueError(f"unknown profile {self.profile!r}; choose one of {', '.join(PROFILES)}")
+        if self.dataset not in DATASETS:
+            raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}")
+        if self.population < 1:
+            raise ValueError(f"population must be >= 1, got {self.population}")
+        if self.generations is not None and self.generations < 1:
+            raise ValueError(f"generations must be >= 1, got {self.generations}")
+        if self.time_budget_s is not None and self.time_budget_s <= 0:
+            raise ValueError(f"time budget must be > 0 seconds, got {self.time_budget_s}")
+
+    def effective_wall_limit_s(self, time_budget_s: float) -> float:
+        """Hard wall-clock limit for one genome process, in seconds.
+
+        Twice the training budget plus two minutes for start-up, compilation and the final
+        evaluation, unless ``wall_limit_s`` was given (autoresearch kills at 10 min for 5).
+        """
+        if self.wall_limit_s is not None:
+            return self.wall_limit_s
+        return 2.0 * time_budget_s + 120.0
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> RunConfig:
+        data = json.loads(text)
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})

@@ -1,0 +1,76 @@
+"""The engine's side of the fixed harness (``prepare.py`` in the project folder).
+
+``prepare.py`` is the single source of each profile's constants; the engine reads them
+from it and runs it to prepare data and tokenizer before the first genome.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+
+class HarnessError(RuntimeError):
+    """``prepare.py`` is missing, broken, or could not prepare the data."""
+
+
+def load_profiles(prepare_py: Path) -> dict[str, dict[str, Any]]:
+    """``PROFILES`` from the project's ``prepare.py`` (profile -> constants).
+
+    Raises:
+        HarnessError: the file is missing or defines no ``PROFILES``.
+    """
+    if not prepare_py.is_file():
+        raise HarnessError(f"no harness at {prepare_py}; run evo from a project folder holding prepare.py (or pass --project)")
+    spec = importlib.util.spec_from_file_location("_evo_harness", prepare_py)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        raise HarnessError(f"cannot import {prepare_py}: {exc}") from exc
+    profiles = getattr(module, "PROFILES", None)
+    if not isinstance(profiles, dict):
+        raise HarnessError(f"{prepare_py} defines no PROFILES dict")
+    return profiles
+
+
+def genome_env(profile: str, dataset: str, seed: int, time_budget_s: float | None) -> dict[str, str]:
+    """Environment variables that select the harness's profile for a genome process."""
+    env = {"EVO_PROFILE": profile, "EVO_DATASET": dataset, "EVO_SEED": str(seed)}
+    if time_budget_s is not None:
+        env["EVO_TIME_BUDGET"] = repr(float(time_budget_s))
+    return env
+
+
+def prepare_data(project_dir: Path, profile: str, dataset: str) -> None:
+    """Run ``python prepare.py --profile P --dataset D`` (a no-op when already prepared).
+
+    Its progress goes to this process's stdout.
+
+    Raises:
+        HarnessError: it exited non-zero.
+    """
+    cmd = [sys.executable, "prepare.py", "--profile", profile, "--dataset", dataset]
+    result = subprocess.run(cmd, cwd=str(project_dir), env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    if result.returncode != 0:
+        raise HarnessError(f"data preparation failed (exit {result.returncode}): {' '.join(cmd)}")
+
+
+def detect_device() -> str:
+    """What genomes will run on: ``cuda:<name>``, ``mps`` or ``cpu`` (CUDA, then MPS, then CPU)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda:{torch.cuda.get_device_name(0)}"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def default_profile() -> str:
+    """``gpu`` where CUDA is available, ``cpu`` otherwise."""
+    return "gpu" if detect_device().startswith("cuda") else "cpu"

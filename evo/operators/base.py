@@ -1,0 +1,75 @@
+"""The mutation-operator interface: parents in, one child's source (or a reason) out.
+
+Like LibCST's codemod driver, an operator never raises for "not applicable": it returns
+an :class:`OperatorResult` whose status says success, skip (nothing to do for this
+parent) or failure (it tried and could not).
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Parent:
+    """A parent as operators see it.
+
+    Attributes:
+        genome_id: its id in the run.
+        code: its source.
+        val_bpb: its fitness (lower is better); ``None`` if it has none yet.
+    """
+
+    genome_id: str
+    code: str
+    val_bpb: float | None
+
+
+class Status(str, enum.Enum):
+    OK = "ok"
+    SKIP = "skip"
+    FAIL = "fail"
+
+
+@dataclass(frozen=True)
+class OperatorResult:
+    """What an operator produced.
+
+    Attributes:
+        status: OK with ``code`` and ``description``; SKIP or FAIL with ``reason``.
+        code: the child's source (OK only).
+        description: one human line naming the change, e.g. ``MATRIX_LR 0.04 -> 0.05``.
+        reason: why there is no child (SKIP, FAIL).
+    """
+
+    status: Status
+    code: str = ""
+    description: str = ""
+    reason: str = ""
+
+    @classmethod
+    def ok(cls, code: str, description: str) -> OperatorResult:
+        return cls(Status.OK, code=code, description=description)
+
+    @classmethod
+    def skip(cls, reason: str) -> OperatorResult:
+        return cls(Status.SKIP, reason=reason)
+
+    @classmethod
+    def fail(cls, reason: str) -> OperatorResult:
+        return cls(Status.FAIL, reason=reason)
+
+
+class MutationOperator(Protocol):
+    """Makes one child from ``n_parents`` parents."""
+
+    name: str
+    n_parents: int
+
+    def propose(self, parents: Sequence[Parent], rng: random.Random) -> OperatorResult:
+        """One child of ``parents`` (exactly ``n_parents`` of them); never raises for 'not applicable'."""
+        ...

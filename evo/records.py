@@ -1,0 +1,164 @@
+"""Immutable records read from the archive, and the evaluation state machine.
+
+Like optuna's FrozenTrial: a record is a snapshot; state changes only through
+:class:`evo.archive.Archive`.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+class EvalState(str, enum.Enum):
+    """Lifecycle of one evaluation (one process training one genome).
+
+    ``RUNNING`` is written before the process starts; it is finished exactly once, into
+    ``COMPLETE`` (a summary with a finite val_bpb), ``FAIL`` (crash, out of memory, NaN,
+    no summary), ``TIMEOUT`` (killed at the wall-clock limit) or ``INTERRUPTED`` (the
+    engine stopped, by Ctrl-C or a kill, before the process finished; the genome is
+    evaluated again on resume and the interrupted attempt is never counted).
+    """
+
+    RUNNING = "RUNNING"
+    COMPLETE = "COMPLETE"
+    FAIL = "FAIL"
+    TIMEOUT = "TIMEOUT"
+    INTERRUPTED = "INTERRUPTED"
+
+    @property
+    def is_finished(self) -> bool:
+        return self is not EvalState.RUNNING
+
+
+class FailureKind(str, enum.Enum):
+    """Why an evaluation did not complete."""
+
+    CRASH = "crash"
+    OOM = "oom"
+    NAN = "nan"
+    TIMEOUT = "timeout"
+    NO_SUMMARY = "no_summary"
+    INTERRUPTED = "interrupted"
+
+
+# The summary keys of the genome contract, in the order a genome prints them.
+SUMMARY_KEYS = (
+    "val_bpb",
+    "training_seconds",
+    "total_seconds",
+    "peak_vram_mb",
+    "mfu_percent",
+    "total_tokens_M",
+    "num_steps",
+    "num_params_M",
+    "depth",
+)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run: a name, its profile and its frozen configuration (JSON)."""
+
+    run: str
+    created_at: datetime
+    profile: str
+    dataset: str
+    time_budget_s: float
+    project_dir: str
+    config_json: str
+
+
+@dataclass(frozen=True)
+class GenomeRecord:
+    """One genome: a source file and how it came to be.
+
+    Attributes:
+        genome_id: ``g0000``-style id, unique within its run, in creation order.
+        generation: 0 for the seed and its first mutants.
+        operator: the mutation operator that made it (``seed`` for the seed genome).
+        description: one human line, e.g. ``MATRIX_LR 0.04 -> 0.05``.
+        source_sha256: key of the exact source in the sources table.
+        normalized_sha256: hash of the source with comments and formatting removed, used
+            to reject children that were already evaluated.
+        parents: genome ids this one was made from (empty for the seed).
+    """
+
+    run: str
+    genome_id: str
+    generation: int
+    operator: str
+    description: str
+    source_sha256: str
+    normalized_sha256: str
+    created_at: datetime
+    parents: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class EvaluationRecord:
+    """One attempt at training and scoring a genome.
+
+    Attributes:
+        eval_id: archive-wide id, increasing.
+        attempt: 1 for the first attempt at this genome, 2 after an interruption, ...
+        metrics: every ``key: value`` line of the summary block (floats).
+        wall_s: wall-clock seconds of the whole process, measured by the engine.
+        seed: the ``EVO_SEED`` the genome process was given.
+    """
+
+    eval_id: int
+    run: str
+    genome_id: str
+    attempt: int
+    state: EvalState
+    started_at: datetime
+    finished_at: datetime | None
+    seed: int
+    device: str
+    log_path: str
+    wall_s: float | None = None
+    returncode: int | None = None
+    failure_kind: str | None = None
+    error: str | None = None
+    log_tail: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def val_bpb(self) -> float | None:
+        value = self.metrics.get("val_bpb")
+        return value if value is not None and math.isfinite(value) else None
+
+    @property
+    def overhead_s(self) -> float | None:
+        """Wall seconds not spent training: start-up, compilation, evaluation, engine."""
+        training = self.metrics.get("training_seconds")
+        if self.wall_s is None or training is None:
+            return None
+        return self.wall_s - training
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What running a genome produced; the archive turns it into a finished evaluation."""
+
+    state: EvalState
+    wall_s: float
+    returncode: int | None
+    metrics: dict[str, float]
+    failure_kind: FailureKind | None
+    error: str | None
+    log_tail: str
+
+    def as_row(self) -> dict[str, Any]:
+        return {
+            "state": self.state.value,
+            "wall_s": self.wall_s,
+            "returncode": self.returncode,
+            "failure_kind": self.failure_kind.value if self.failure_kind else None,
+            "error": self.error,
+            "log_tail": self.log_tail,
+        }

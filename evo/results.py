@@ -1,0 +1,82 @@
+"""Per-genome results derived from the archive's records (never stored twice).
+
+A genome's state is that of its latest evaluation that was not INTERRUPTED (an
+interrupted attempt is re-run and never counts), or of the interrupted one if nothing
+came after it, or PENDING if it was never started. Its fitness is the mean val_bpb of its
+COMPLETE evaluations (lower is better).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from evo.records import EvalState, EvaluationRecord, GenomeRecord
+
+PENDING = "PENDING"
+
+
+@dataclass(frozen=True)
+class GenomeResult:
+    """A genome with what its evaluations say.
+
+    Attributes:
+        genome: the archive record.
+        state: an :class:`EvalState` value or ``PENDING``.
+        val_bpb: mean val_bpb over COMPLETE evaluations, ``None`` without one.
+        val_bpb_std: their sample standard deviation (0.0 for a single one).
+        n: the number of COMPLETE evaluations.
+        last: the evaluation that gave ``state`` (``None`` when PENDING).
+    """
+
+    genome: GenomeRecord
+    state: str
+    val_bpb: float | None
+    val_bpb_std: float | None
+    n: int
+    last: EvaluationRecord | None
+
+    @property
+    def genome_id(self) -> str:
+        return self.genome.genome_id
+
+    @property
+    def is_complete(self) -> bool:
+        return self.val_bpb is not None
+
+    @property
+    def is_finished(self) -> bool:
+        """Evaluated to an end that counts (COMPLETE, FAIL or TIMEOUT)."""
+        return self.state in (EvalState.COMPLETE.value, EvalState.FAIL.value, EvalState.TIMEOUT.value)
+
+
+def genome_results(genomes: Iterable[GenomeRecord], evaluations: Iterable[EvaluationRecord]) -> list[GenomeResult]:
+    """One :class:`GenomeResult` per genome, in the genomes' order."""
+    by_genome: dict[str, list[EvaluationRecord]] = {}
+    for evaluation in evaluations:
+        by_genome.setdefault(evaluation.genome_id, []).append(evaluation)
+    results = []
+    for genome in genomes:
+        evals = sorted(by_genome.get(genome.genome_id, []), key=lambda e: e.eval_id)
+        counted = [e for e in evals if e.state is not EvalState.INTERRUPTED]
+        last = counted[-1] if counted else (evals[-1] if evals else None)
+        scores = [e.val_bpb for e in evals if e.state is EvalState.COMPLETE and e.val_bpb is not None]
+        mean = statistics.fmean(scores) if scores else None
+        std = statistics.stdev(scores) if len(scores) > 1 else (0.0 if scores else None)
+        state = last.state.value if last is not None else PENDING
+        results.append(GenomeResult(genome, state, mean, std, len(scores), last))
+    return results
+
+
+def ranked(results: Sequence[GenomeResult]) -> list[GenomeResult]:
+    """COMPLETE genomes by val_bpb (best first, ties by age), then the rest by id."""
+    complete = sorted((r for r in results if r.is_complete), key=lambda r: (r.val_bpb, r.genome.created_at))
+    others = [r for r in results if not r.is_complete]
+    return complete + others
+
+
+def best(results: Sequence[GenomeResult]) -> GenomeResult | None:
+    """The genome with the lowest val_bpb, or ``None`` when none completed."""
+    complete = [r for r in results if r.is_complete]
+    return min(complete, key=lambda r: (r.val_bpb, r.genome.created_at)) if complete else None

@@ -1,0 +1,57 @@
+"""Shared fixtures: a torch-free fake genome for fast engine tests."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+# A genome that needs no torch: its "val_bpb" is a bowl over its hyperparameters, minimal
+# at LR = 0.01 and WIDTH = 64, so a search has something real to find.
+FAKE_GENOME = textwrap.dedent(
+    '''\
+    """A fake genome for engine tests: prints a summary block computed from its constants."""
+    import math
+    import os
+    import sys
+    import time
+
+    # ---- hyperparameters
+    LR = 0.04  # learning rate
+    WIDTH = 2**8  # model width
+    DEPTH = 3  # layers
+    SLEEP_S = 0.0  # seconds to pretend to train
+    BEHAVIOUR = "ok"  # ok | crash | nan | oom | silent
+
+    if __name__ == "__main__":
+        time.sleep(SLEEP_S)
+        if BEHAVIOUR == "crash":
+            raise RuntimeError("boom: shapes do not match")
+        if BEHAVIOUR == "nan":
+            print("step 1 | loss nan")
+            print("FAIL")
+            sys.exit(1)
+        if BEHAVIOUR == "oom":
+            print("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB")
+            sys.exit(1)
+        if BEHAVIOUR == "silent":
+            sys.exit(0)
+        bpb = 1.5 + (math.log(LR / 0.01)) ** 2 / 10 + (math.log2(WIDTH / 64)) ** 2 / 50 + 0.01 * DEPTH
+        print("---")
+        print(f"val_bpb: {bpb:.6f}")
+        print(f"training_seconds: {SLEEP_S:.1f}")
+        print(f"total_seconds: {SLEEP_S + 0.1:.1f}")
+        print("peak_vram_mb: 0.0")
+        print("mfu_percent: 0.0")
+        print("total_tokens_M: 0.1")
+        print("num_steps: 10")
+        print("num_params_M: 0.01")
+        print(f"depth: {DEPTH}")
+        print(f"seed: {os.environ.get('EVO_SEED')}")
+    '''
+)
+
+
+@pytest.fixture
+def fake_genome() -> str:
+    return FAKE_GENOME

@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from evo.archive import Archive, ArchiveError
+from evo.config import RunConfig
+from evo.records import EvalState, FailureKind, Outcome
+
+
+def _outcome(bpb: float = 1.5) -> Outcome:
+    return Outcome(EvalState.COMPLETE, 3.0, 0, {"val_bpb": bpb, "training_seconds": 2.0}, None, None, "tail")
+
+
+@pytest.fixture
+def archive(tmp_path):
+    a = Archive(tmp_path / "a" / "evo.duckdb")
+    a.create_run(RunConfig(run="r1", profile="smoke"), 3.0, tmp_path)
+    return a
+
+
+def test_run_config_round_trips(archive):
+    record = archive.get_run("r1")
+    assert record.profile == "smoke" and record.time_budget_s == 3.0
+    assert RunConfig.from_json(record.config_json) == RunConfig(run="r1", profile="smoke")
+    with pytest.raises(ArchiveError, match="already exists"):
+        archive.create_run(RunConfig(run="r1", profile="smoke"), 3.0, ".")
+
+
+def test_genome_source_and_lineage_are_recorded_together(archive):
+    seed = archive.add_genome("r1", 0, "seed", "seed genome", "X = 1\n")
+    child = archive.add_genome("r1", 0, "hyperparam", "X 1 -> 2", "X = 2  # two\n", parents=[seed.genome_id])
+    assert (seed.genome_id, child.genome_id) == ("g0000", "g0001")
+    assert archive.source(child.source_sha256) == "X = 2  # two\n"
+    assert archive.edges("r1") == [("g0000", "g0001")]
+    assert archive.genome("r1", "g0001").parents == ("g0000",)
+    with pytest.raises(ArchiveError, match="parent"):
+        archive.add_genome("r1", 1, "hyperparam", "bad", "X = 3\n", parents=["g9999"])
+    assert len(archive.genomes("r1")) == 2  # the failed insert left nothing behind
+
+
+def test_normalized_hash_ignores_comments_and_formatting(archive):
+    a = archive.add_genome("r1", 0, "seed", "a", "X = 1\n")
+    b = archive.add_genome("r1", 0, "seed", "b", "X  =  1   # same experiment\n")
+    c = archive.add_genome("r1", 0, "seed", "c", "X = 2\n")
+    assert a.normalized_sha256 == b.normalized_sha256 != c.normalized_sha256
+    assert a.source_sha256 != b.source_sha256
+
+
+def test_evaluation_lifecycle_finishes_exactly_once(archive, tmp_path):
+    g = archive.add_genome("r1", 0, "seed", "seed", "X = 1\n")
+    ev = archive.start_evaluation("r1", g.genome_id, 42, "cpu", tmp_path / "g.log")
+    assert ev.state is EvalState.RUNNING and ev.attempt == 1
+    with pytest.raises(ArchiveError, match="already being evaluated"):
+        archive.start_evaluation("r1", g.genome_id, 42, "cpu", tmp_path / "g.log")
+    done = archive.finish_evaluation(ev.eval_id, _outcome(1.25))
+    assert done.state is EvalState.COMPLETE and done.val_bpb == 1.25 and done.overhead_s == 1.0
+    with pytest.raises(ArchiveError, match="never change"):
+        archive.finish_evaluation(ev.eval_id, _outcome(0.1))
+    assert archive.evaluation(ev.eval_id).val_bpb == 1.25
+
+
+def test_interrupt_running_marks_stale_evaluations(archive, tmp_path):
+    g = archive.add_genome("r1", 0, "seed", "seed", "X = 1\n")
+    ev = archive.start_evaluation("r1", g.genome_id, 42, "cpu", tmp_path / "g.log")
+    (stale,) = archive.interrupt_running("r1", "engine died")
+    assert stale.eval_id == ev.eval_id and stale.state is EvalState.INTERRUPTED
+    assert stale.failure_kind == FailureKind.INTERRUPTED.value
+    again = archive.start_evaluation("r1", g.genome_id, 42, "cpu", tmp_path / "g2.log")
+    assert again.attempt == 2
+
+
+def test_reader_in_another_process_gets_through_between_writes(archive, tmp_path):
+    """`evo status` opens the file while `evo start` keeps writing."""
+    reader = textwrap.dedent(
+        f"""
+        from evo.archive import Archive
+        a = Archive({str(archive.path)!r}, lock_timeout_s=30)
+        seen = 0
+        for _ in range(30):
+            seen = max(seen, len(a.genomes("r1")))
+        print(seen)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", reader], stdout=subprocess.PIPE, text=True)
+    for i in range(40):
+        archive.add_genome("r1", 0, "hyperparam", f"X -> {i}", f"X = {i}\n")
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0
+    assert 0 <= int(out.strip()) <= 40
+    assert len(archive.genomes("r1")) == 40

@@ -1,0 +1,115 @@
+"""The generation loop on a torch-free fake genome (fast), including interruption and resume."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from evo.archive import Archive
+from evo.config import Paths, RunConfig
+from evo.engine import Engine, EngineError
+from evo.operators.cst_tools import read_constants, set_constants
+from evo.records import EvalState
+from evo.results import best, genome_results
+
+
+class Recorder:
+    """A reporter that remembers events and can raise Ctrl-C at a chosen genome."""
+
+    def __init__(self, interrupt_at: int | None = None):
+        self.started: list[str] = []
+        self.interrupt_at = interrupt_at
+
+    def generation_started(self, generation, population):
+        pass
+
+    def genome_started(self, genome, index, population, attempt):
+        self.started.append(genome.genome_id)
+
+    def tick(self, tick):
+        if self.interrupt_at is not None and len(self.started) == self.interrupt_at:
+            self.interrupt_at = None
+            raise KeyboardInterrupt
+
+    def genome_finished(self, genome, evaluation, best):
+        pass
+
+    def generation_finished(self, generation, best, results):
+        pass
+
+    def message(self, text):
+        pass
+
+
+def _engine(tmp_path, reporter, generations=3, population=3, run="r"):
+    paths = Paths.for_project(tmp_path)
+    archive = Archive(paths.archive_path)
+    config = RunConfig(run=run, profile="smoke", population=population, generations=generations, seed=1)
+    if run not in {r.run for r in archive.list_runs()}:
+        archive.create_run(config, 1.0, tmp_path)
+    return Engine(paths, archive, config, 1.0, "cpu", reporter), archive
+
+
+def _slow(code: str) -> str:
+    return set_constants(code, {"SLEEP_S": 0.6})
+
+
+def test_generations_select_complete_parents_and_never_repeat_a_genome(tmp_path, fake_genome):
+    engine, archive = _engine(tmp_path, Recorder())
+    top = engine.run(fake_genome)
+    results = genome_results(archive.genomes("r"), archive.evaluations("r"))
+    assert len(results) == 9
+    assert Counter(r.genome.generation for r in results) == {0: 3, 1: 3, 2: 3}
+    seed = results[0]
+    assert seed.genome.operator == "seed" and seed.genome.parents == ()
+    assert all(r.genome.parents == (seed.genome_id,) for r in results[1:3])
+    by_id = {r.genome_id: r for r in results}
+    for r in results[3:]:
+        assert r.genome.parents, r.genome_id
+        for parent in r.genome.parents:
+            assert by_id[parent].is_complete  # failed genomes are never parents
+            assert by_id[parent].genome.generation < r.genome.generation
+    assert len({r.genome.normalized_sha256 for r in results}) == 9
+    assert top.genome_id == best(results).genome_id and top.val_bpb <= seed.val_bpb
+    # every child's code differs from its parent exactly where its description says
+    for r in results[1:]:
+        parent = archive.source(by_id[r.genome.parents[0]].genome.source_sha256)
+        before, after = read_constants(parent), read_constants(archive.source(r.genome.source_sha256))
+        changed = {n for n in before if before[n].value != after[n].value}
+        assert changed and all(n in r.genome.description for n in changed)
+    assert (tmp_path / "genomes" / "r" / "g0008.py").is_file()
+    assert (tmp_path / "genomes" / "r" / "g0008.log").is_file()
+
+
+def test_interrupt_then_resume_loses_and_duplicates_nothing(tmp_path, fake_genome):
+    engine, archive = _engine(tmp_path, Recorder(interrupt_at=5))
+    with pytest.raises(KeyboardInterrupt):
+        engine.run(_slow(fake_genome))
+    evals = archive.evaluations("r")
+    assert [e.state for e in evals].count(EvalState.INTERRUPTED) == 1
+    assert not [e for e in evals if e.state is EvalState.RUNNING]
+    interrupted = next(e for e in evals if e.state is EvalState.INTERRUPTED)
+    finished_before = {e.eval_id: e for e in evals if e.state is EvalState.COMPLETE}
+
+    engine, archive = _engine(tmp_path, Recorder())
+    engine.run(None)
+    evals = archive.evaluations("r")
+    results = genome_results(archive.genomes("r"), evals)
+    assert len(results) == 9 and all(r.is_complete for r in results)
+    counted = Counter(e.genome_id for e in evals if e.state is not EvalState.INTERRUPTED)
+    assert set(counted.values()) == {1}  # one counted evaluation per genome
+    for eval_id, before in finished_before.items():  # finished records never change
+        assert archive.evaluation(eval_id) == before
+    rerun = [e for e in evals if e.genome_id == interrupted.genome_id]
+    assert [e.attempt for e in rerun] == [1, 2] and rerun[1].state is EvalState.COMPLETE
+    assert rerun[1].log_path.endswith(".attempt2.log")
+
+
+def test_generation_zero_without_a_complete_genome_stops_the_run(tmp_path, fake_genome):
+    engine, _ = _engine(tmp_path, Recorder(), generations=2, population=2)
+    broken = set_constants(fake_genome, {"BEHAVIOUR": "crash"})
+    # mutants may flip BEHAVIOUR to another value; only the string choices list can, and
+    # BEHAVIOUR has none, so every genome of generation 0 crashes
+    with pytest.raises(EngineError, match="no genome of generation 0 completed"):
+        engine.run(broken)
