@@ -28,10 +28,13 @@ def load_profiles(prepare_py: Path) -> dict[str, dict[str, Any]]:
         raise HarnessError(f"no harness at {prepare_py}; run evo from a project folder holding prepare.py (or pass --project)")
     spec = importlib.util.spec_from_file_location("_evo_harness", prepare_py)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     try:
         spec.loader.exec_module(module)
     except Exception as exc:
         raise HarnessError(f"cannot import {prepare_py}: {exc}") from exc
+    finally:
+        sys.modules.pop(spec.name, None)
     profiles = getattr(module, "PROFILES", None)
     if not isinstance(profiles, dict):
         raise HarnessError(f"{prepare_py} defines no PROFILES dict")

@@ -96,7 +96,8 @@ def run_genome(
     Args:
         genome_file: the genome's source file.
         log_file: receives its stdout and stderr (overwritten).
-        cwd: working directory; must hold ``prepare.py`` (the genome imports it).
+        cwd: working directory, put first on PYTHONPATH; holds ``prepare.py``, which the
+            genome imports.
         env: extra environment variables (``EVO_PROFILE``, ``EVO_SEED``, ...).
         wall_limit_s: hard limit in seconds; past it the process group is killed and the
             outcome is TIMEOUT.
@@ -110,7 +111,9 @@ def run_genome(
             record the evaluation as INTERRUPTED.
     """
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+    # The genome file lives under genomes/<run>/ but imports prepare.py from the project.
+    python_path = os.pathsep.join(p for p in (str(cwd), os.environ.get("PYTHONPATH", "")) if p)
+    full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1", "PYTHONPATH": python_path}
     start = time.monotonic()
     timed_out = False
     with open(log_file, "wb") as log:

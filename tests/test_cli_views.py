@@ -10,13 +10,13 @@ import xml.etree.ElementTree as ET
 import networkx as nx
 import pydot
 import pytest
+from test_engine import Recorder
 
 from evo.archive import Archive
 from evo.cli import main
 from evo.config import Paths, RunConfig
 from evo.engine import Engine
 from evo.results import best, genome_results
-from test_engine import Recorder
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,9 @@ import os
 import textwrap
 import time
 
+from evo.operators.cst_tools import set_constants
 from evo.records import EvalState, FailureKind
 from evo.runner import run_genome
-from evo.operators.cst_tools import set_constants
 
 
 def _write(tmp_path, code):
