@@ -29,6 +29,9 @@ from evo.locking import RunLock, RunLockedError
 from evo.progress import ConsoleReporter
 from evo.records import RunRecord
 from evo.results import GenomeResult, best, genome_results, ranked
+from evo.results_tsv import write_results_tsv
+from evo.show import show_text
+from evo.viewer import source_lookup, write_lineage_html
 
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 2, 130
 USER_ERRORS = (ArchiveError, EngineError, HarnessError, RunLockedError, genome_files.InvalidGenomeError, ValueError)
@@ -179,6 +182,11 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     results = _results(archive, record.run)
     graph = build_graph(results, archive.edges(record.run))
     marked = best_ancestry(graph, results)
+    if args.html:
+        size = write_lineage_html(record, results, archive.edges(record.run), source_lookup(archive, record.run), Path(args.html))
+        shown = f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.0f} kB"
+        console.print(f"wrote {args.html} ({graph.number_of_nodes()} genomes, {shown}); open it in a browser, it works offline")
+        return EXIT_OK
     if args.format:
         if not args.output:
             raise ValueError("--format needs -o FILE")
@@ -196,6 +204,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     archive = _open_archive(_paths(args))
     record = _run_record(archive, args.run)
     results = _results(archive, record.run)
+    if args.results_tsv:
+        rows = write_results_tsv(results, Path(args.results_tsv))
+        console.print(f"wrote {args.results_tsv} ({len(rows)} evaluated genomes of run {record.run}, autoresearch's results.tsv format)")
+        return EXIT_OK
     if args.genome:
         chosen = next((r for r in results if r.genome_id == args.genome), None)
         if chosen is None:
@@ -210,6 +222,24 @@ def cmd_export(args: argparse.Namespace) -> int:
     genome_files.write_atomic(out, code)
     score = f"val_bpb {chosen.val_bpb:.6f}" if chosen.val_bpb is not None else chosen.state
     console.print(f"wrote {out} (run {record.run}, genome {chosen.genome_id}, {score}); run it with `python {out.name}` beside prepare.py")
+    return EXIT_OK
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from evo.plot import plot_progress  # matplotlib is slow to import; only this verb needs it
+
+    archive = _open_archive(_paths(args))
+    record = _run_record(archive, args.run)
+    points = plot_progress(archive.genomes(record.run), archive.evaluations(record.run), record.run, Path(args.output))
+    console.print(f"wrote {args.output} ({len(points)} evaluations of run {record.run})")
+    return EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    archive = _open_archive(_paths(args))
+    record = _run_record(archive, args.run)
+    text = show_text(archive, record.run, args.genome, diff_against=args.diff or None, diff=args.diff is not None)
+    sys.stdout.write(text)  # verbatim: no rich markup in source code or diffs
     return EXIT_OK
 
 
@@ -266,6 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", nargs="?", help="run name (default: the latest run)")
     p.add_argument("--format", choices=FORMATS, default=None, help="write the graph in this format (needs -o)")
     p.add_argument("-o", "--output", default=None, metavar="FILE", help="output file for --format")
+    p.add_argument("--html", default=None, metavar="FILE",
+                   help="write an interactive, self-contained HTML page of the graph (works offline)")
     p.set_defaults(func=cmd_lineage)
 
     p = sub.add_parser("export", parents=[common], help="write a genome as a standalone train.py",
@@ -276,7 +308,26 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--best", action="store_true", help="the genome with the lowest val_bpb (default)")
     which.add_argument("--genome", default=None, metavar="ID", help="a genome id, e.g. g0007")
     p.add_argument("-o", "--output", default="train.py", metavar="FILE", help="output file (default: train.py)")
+    p.add_argument("--results-tsv", default=None, metavar="FILE",
+                   help="instead of a train.py, write the run as autoresearch's results.tsv "
+                   "(commit, val_bpb, memory_gb, status keep/discard/crash, description)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("plot", parents=[common], help="plot a run's progress to a PNG",
+                       description="val_bpb of every evaluation in order, the running best, each kept "
+                       "improvement labelled with its description, failures as red crosses on the top edge.")
+    p.add_argument("run", nargs="?", help="run name (default: the latest run)")
+    p.add_argument("-o", "--output", default="progress.png", metavar="FILE", help="PNG file (default: progress.png)")
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("show", parents=[common], help="one genome: source, metrics, log tail, or a diff",
+                       description="Print a genome's summary, metrics, source and log tail; with --diff, "
+                       "a unified diff against its first parent or against another genome.")
+    p.add_argument("genome", metavar="GENOME", help="genome id, e.g. g0007")
+    p.add_argument("--run", default=None, metavar="NAME", help="run name (default: the latest run)")
+    p.add_argument("--diff", nargs="?", const="", default=None, metavar="OTHER",
+                   help="print a unified diff against the first parent, or against OTHER")
+    p.set_defaults(func=cmd_show)
     return parser
 
 
