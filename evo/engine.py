@@ -22,7 +22,7 @@ from evo.archive import Archive
 from evo.config import SEED_OVERRIDES, Paths, RunConfig
 from evo.harness import genome_env
 from evo.metrics import tail
-from evo.operators import REGISTRY, MutationOperator, Parent, Status
+from evo.operators import REGISTRY, Context, MutationOperator, Parent, Status
 from evo.operators.cst_tools import describe_change, read_constants, set_constants
 from evo.progress import Reporter
 from evo.records import EvalState, FailureKind, GenomeRecord, Outcome
@@ -85,6 +85,7 @@ class Engine:
         # Seeded from the run's seed and the archive's size, so a resumed run does not
         # replay the random draws that produced its existing children.
         self.rng = random.Random(config.seed)
+        self._sources: dict[str, str] = {}  # sha256 -> code; sources never change
 
     # ------------------------------------------------------------------ the loop
 
@@ -170,6 +171,7 @@ class Engine:
             pool = survivors([r for r in results if r.genome.generation < generation], self.config.population)
         elite_done = any(r.genome.generation == generation for r in results)
         seen = {r.genome.normalized_sha256 for r in results}
+        context = self.context(results)
         reasons: list[str] = []
         for attempt in range(self.config.mutation_attempts):
             operator = self._pick_operator()
@@ -181,7 +183,7 @@ class Engine:
                     elite_first=(attempt == 0 and not elite_done),
                 )
             code_parents = [Parent(p.genome_id, self.source(p.genome), p.val_bpb) for p in parents]
-            result = operator.propose(code_parents, self.rng)
+            result = operator.propose(code_parents, self.rng, context)
             if result.status is not Status.OK:
                 reasons.append(f"{operator.name}: {result.reason}")
                 continue
@@ -205,7 +207,16 @@ class Engine:
         return self.operators[self.rng.choices(names, weights=weights)[0]]
 
     def source(self, genome: GenomeRecord) -> str:
-        return self.archive.source(genome.source_sha256)
+        if genome.source_sha256 not in self._sources:
+            self._sources.update(self.archive.sources(self.config.run))
+        if genome.source_sha256 not in self._sources:
+            self._sources[genome.source_sha256] = self.archive.source(genome.source_sha256)
+        return self._sources[genome.source_sha256]
+
+    def context(self, results: Sequence[GenomeResult]) -> Context:
+        """What operators may learn from: every genome's verdict and the completed sources."""
+        complete = tuple((self.source(r.genome), r.val_bpb) for r in results if r.is_complete)
+        return Context(complete, tuple(results), self.config.profile, self.time_budget_s)
 
     # ------------------------------------------------------------------ evaluation
 

@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from evo.operators import HyperparamMutation, Parent, Status
+from evo.operators import Context, HyperparamMutation, Parent, Status
 from evo.operators.cst_tools import ConstantError, read_constants, set_constants
 from evo.operators.hyperparam import perturb
 
@@ -113,7 +113,7 @@ def test_float_steps_are_log_symmetric():
 
 @pytest.mark.parametrize("seed", range(20))
 def test_operator_child_differs_in_named_constants_only(seed):
-    result = HyperparamMutation().propose([Parent("g0000", BEFORE, 1.0)], random.Random(seed))
+    result = HyperparamMutation().propose([Parent("g0000", BEFORE, 1.0)], random.Random(seed), Context())
     assert result.status is Status.OK
     before, after = read_constants(BEFORE), read_constants(result.code)
     changed = {n for n in before if before[n].value != after[n].value}
@@ -125,5 +125,5 @@ def test_operator_child_differs_in_named_constants_only(seed):
 
 
 def test_operator_skips_a_genome_without_hyperparameters():
-    result = HyperparamMutation().propose([Parent("g0000", "print('hi')\n", None)], random.Random(0))
+    result = HyperparamMutation().propose([Parent("g0000", "print('hi')\n", None)], random.Random(0), Context())
     assert result.status is Status.SKIP

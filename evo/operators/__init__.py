@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from evo.operators.base import MutationOperator, OperatorResult, Parent, Status
+from evo.operators.base import Context, MutationOperator, OperatorResult, Parent, Status
 from evo.operators.hyperparam import HyperparamMutation
 
 # name -> factory. The engine draws an operator per child by the run's weights.
@@ -12,4 +12,4 @@ REGISTRY: dict[str, Callable[[], MutationOperator]] = {
     HyperparamMutation.name: HyperparamMutation,
 }
 
-__all__ = ["REGISTRY", "HyperparamMutation", "MutationOperator", "OperatorResult", "Parent", "Status"]
+__all__ = ["REGISTRY", "Context", "HyperparamMutation", "MutationOperator", "OperatorResult", "Parent", "Status"]

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from evo.results import GenomeResult
+
 
 @dataclass(frozen=True)
 class Parent:
@@ -27,6 +29,24 @@ class Parent:
     genome_id: str
     code: str
     val_bpb: float | None
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the run knows so far, for operators that learn from it.
+
+    Attributes:
+        complete: ``(source, val_bpb)`` of every COMPLETE genome of the run (mean val_bpb).
+        results: every genome of the run with its verdict (ids, descriptions, parents,
+            failure kinds and log tails), oldest first.
+        profile: the run's harness profile.
+        time_budget_s: training seconds per genome.
+    """
+
+    complete: tuple[tuple[str, float], ...] = ()
+    results: tuple[GenomeResult, ...] = ()
+    profile: str = ""
+    time_budget_s: float = 0.0
 
 
 class Status(str, enum.Enum):
@@ -70,6 +90,12 @@ class MutationOperator(Protocol):
     name: str
     n_parents: int
 
-    def propose(self, parents: Sequence[Parent], rng: random.Random) -> OperatorResult:
-        """One child of ``parents`` (exactly ``n_parents`` of them); never raises for 'not applicable'."""
+    def propose(self, parents: Sequence[Parent], rng: random.Random, context: Context) -> OperatorResult:
+        """One child of ``parents`` (exactly ``n_parents`` of them); never raises for 'not applicable'.
+
+        Args:
+            parents: the parents, best-first where it matters.
+            rng: the engine's random generator (the only source of randomness).
+            context: what the run knows (every genome and its verdict).
+        """
         ...

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from evo.config import FROZEN_CONSTANTS, STRING_CHOICES
-from evo.operators.base import OperatorResult, Parent
+from evo.operators.base import Context, OperatorResult, Parent
 from evo.operators.cst_tools import Constant, describe_change, read_constants, set_constants
 
 LOG_SIGMA = 0.35  # std of the log-space step: about x0.7 to x1.4 for one sigma
@@ -117,7 +117,7 @@ class HyperparamMutation:
     def __init__(self, two_changes_p: float = TWO_CHANGES_P) -> None:
         self.two_changes_p = two_changes_p
 
-    def propose(self, parents: Sequence[Parent], rng: random.Random) -> OperatorResult:
+    def propose(self, parents: Sequence[Parent], rng: random.Random, context: Context) -> OperatorResult:
         (parent,) = parents
         try:
             constants = mutable_constants(parent.code)
