@@ -14,7 +14,8 @@ Contract (in the spirit of optuna's ``BaseStorage``):
 * Durability is DuckDB's: a write-ahead log, replayed after a crash or ``kill -9``.
 
 Tables: ``runs``, ``sources`` (code by sha256), ``genomes``, ``lineage`` (parent ->
-child edges), ``evaluations``. Query them directly with ``duckdb archive/evo.duckdb``.
+child edges), ``evaluations``, ``llm_calls`` (every call of the LLM operator: tokens,
+cost, outcome). Query them directly with ``duckdb archive/evo.duckdb``.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from tenacity import retry, retry_if_exception, stop_after_delay, wait_random_ex
 
 from evo.config import RunConfig
 from evo.genome import normalized_sha256, source_sha256
-from evo.records import EvalState, EvaluationRecord, GenomeRecord, Outcome, RunRecord
+from evo.records import EvalState, EvaluationRecord, GenomeRecord, LLMCallRecord, Outcome, RunRecord
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -66,6 +67,14 @@ CREATE TABLE IF NOT EXISTS lineage (
     child_id VARCHAR NOT NULL,
     PRIMARY KEY (run, parent_id, child_id)
 );
+CREATE TABLE IF NOT EXISTS noise_floor (
+    run VARCHAR PRIMARY KEY,
+    genome_id VARCHAR NOT NULL,
+    sigma DOUBLE NOT NULL,
+    n INTEGER NOT NULL,
+    k DOUBLE NOT NULL,
+    recorded_at TIMESTAMP NOT NULL
+);
 CREATE SEQUENCE IF NOT EXISTS evaluation_ids START 1;
 CREATE TABLE IF NOT EXISTS evaluations (
     eval_id BIGINT NOT NULL,
@@ -93,6 +102,22 @@ CREATE TABLE IF NOT EXISTS evaluations (
     num_params_M DOUBLE,
     depth DOUBLE,
     metrics JSON
+);
+CREATE SEQUENCE IF NOT EXISTS llm_call_ids START 1;
+CREATE TABLE IF NOT EXISTS llm_calls (
+    call_id BIGINT NOT NULL,
+    run VARCHAR NOT NULL,
+    parent_id VARCHAR NOT NULL,
+    model VARCHAR NOT NULL,
+    round INTEGER NOT NULL,
+    input_tokens BIGINT NOT NULL,
+    output_tokens BIGINT NOT NULL,
+    cost_usd DOUBLE NOT NULL,
+    latency_s DOUBLE NOT NULL,
+    outcome VARCHAR NOT NULL,
+    error VARCHAR,
+    child_sha256 VARCHAR,
+    created_at TIMESTAMP NOT NULL
 );
 """
 
@@ -337,6 +362,25 @@ class Archive:
                 "SELECT parent_id, child_id FROM lineage WHERE run = ? ORDER BY child_id, parent_id", [run]
             ).fetchall()]
 
+    # ------------------------------------------------------------------ noise floor
+
+    def record_noise_floor(self, run: str, genome_id: str, sigma: float, n: int, k: float) -> None:
+        """Record a run's noise floor: sigma (bits/byte) of ``n`` seeds of ``genome_id``.
+
+        Raises:
+            ArchiveError: the run already has one (it is measured once).
+        """
+        with self._tx() as con:
+            if con.execute("SELECT 1 FROM noise_floor WHERE run = ?", [run]).fetchone():
+                raise ArchiveError(f"run {run!r} already has a noise floor")
+            con.execute("INSERT INTO noise_floor VALUES (?, ?, ?, ?, ?, ?)", [run, genome_id, sigma, n, k, _utcnow()])
+
+    def noise_floor(self, run: str) -> tuple[str, float, int, float] | None:
+        """``(genome_id, sigma, n, k)`` of a run's noise floor, or ``None`` before it is measured."""
+        with self._tx(read_only=True) as con:
+            row = con.execute("SELECT genome_id, sigma, n, k FROM noise_floor WHERE run = ?", [run]).fetchone()
+        return tuple(row) if row else None
+
     # ------------------------------------------------------------------ evaluations
 
     def start_evaluation(self, run: str, genome_id: str, seed: int, device: str, log_path: str | Path) -> EvaluationRecord:
@@ -425,6 +469,60 @@ class Archive:
                 f"SELECT {_EVAL_COLUMNS} FROM evaluations WHERE run = ? ORDER BY eval_id", [run]
             ).fetchall()
         return [_evaluation(r) for r in rows]
+
+
+    # ------------------------------------------------------------------ LLM calls
+
+    def record_llm_call(
+        self,
+        run: str,
+        parent_id: str,
+        model: str,
+        *,
+        round: int,
+        input_tokens: int,
+        output_tokens: int,
+        cost_usd: float,
+        latency_s: float,
+        outcome: str,
+        error: str | None = None,
+        child_sha256: str | None = None,
+    ) -> LLMCallRecord:
+        """Record one call of the LLM mutation operator, whatever its outcome.
+
+        Raises:
+            ArchiveError: unknown run.
+        """
+        with self._tx() as con:
+            if not con.execute("SELECT 1 FROM runs WHERE run = ?", [run]).fetchone():
+                raise ArchiveError(f"no run {run!r}")
+            call_id = con.execute("SELECT nextval('llm_call_ids')").fetchone()[0]
+            created = _utcnow()
+            con.execute(
+                "INSERT INTO llm_calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [call_id, run, parent_id, model, round, input_tokens, output_tokens, cost_usd, latency_s,
+                 outcome, error, child_sha256, created],
+            )
+        return LLMCallRecord(call_id, run, parent_id, model, round, input_tokens, output_tokens, cost_usd,
+                             latency_s, outcome, error, child_sha256, created)
+
+    def llm_calls(self, run: str) -> list[LLMCallRecord]:
+        """Every LLM call of a run, oldest first, each with the child genome it led to (if recorded)."""
+        with self._tx(read_only=True) as con:
+            rows = con.execute(
+                "SELECT c.call_id, c.run, c.parent_id, c.model, c.round, c.input_tokens, c.output_tokens, c.cost_usd, "
+                "c.latency_s, c.outcome, c.error, c.child_sha256, c.created_at, "
+                "(SELECT MIN(g.genome_id) FROM genomes g JOIN lineage l ON l.run = g.run AND l.child_id = g.genome_id "
+                " WHERE g.run = c.run AND g.source_sha256 = c.child_sha256 AND l.parent_id = c.parent_id) "
+                "FROM llm_calls c WHERE c.run = ? ORDER BY c.call_id",
+                [run],
+            ).fetchall()
+        return [LLMCallRecord(*row) for row in rows]
+
+    def llm_spend_usd(self, run: str) -> float:
+        """USD spent on LLM calls by a run."""
+        with self._tx(read_only=True) as con:
+            return float(con.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM llm_calls WHERE run = ?", [run]).fetchone()[0])
 
 
 def _evaluation(row: Sequence[Any]) -> EvaluationRecord:

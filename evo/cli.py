@@ -20,15 +20,21 @@ from rich.table import Table
 
 from evo import genome as genome_files
 from evo.archive import Archive, ArchiveError
-from evo.config import DATASETS, PROFILES, Paths, RunConfig
+from evo.config import DATASETS, DEFAULT_LLM_MODEL, DEFAULT_OPERATORS, PROFILES, SELECTIONS, Paths, RunConfig
 from evo.engine import EVAL_SEED, Engine, EngineError
 from evo.export import standalone_source
 from evo.harness import HarnessError, detect_device, load_profiles, prepare_data
 from evo.lineage import FORMATS, best_ancestry, build_graph, render_tree, write_graph
+from evo.llm.client import API_KEY_ENV, api_key_from_env
+from evo.llm.prices import parse_price, price_for
 from evo.locking import RunLock, RunLockedError
+from evo.noise import declared_best, noise_sigma
+from evo.operators import REGISTRY
+from evo.operators.llm import LLMMutation
+from evo.operators.optuna_sampler import SAMPLERS
 from evo.progress import ConsoleReporter
 from evo.records import RunRecord
-from evo.results import GenomeResult, best, genome_results, ranked
+from evo.results import GenomeResult, genome_results, ranked
 from evo.results_tsv import write_results_tsv
 from evo.show import show_text
 from evo.viewer import source_lookup, write_lineage_html
@@ -58,6 +64,83 @@ def _run_record(archive: Archive, name: str | None) -> RunRecord:
 
 def _results(archive: Archive, run: str) -> list[GenomeResult]:
     return genome_results(archive.genomes(run), archive.evaluations(run))
+
+
+def _declared_best(record: RunRecord, results: Sequence[GenomeResult]) -> GenomeResult | None:
+    """The run's best by its own noise-aware rule (see evo.noise.incumbent)."""
+    return declared_best(results, RunConfig.from_json(record.config_json))
+
+
+def _parse_operators(text: str | None) -> dict[str, float]:
+    """``"llm=0.5,hyperparam=0.5"`` -> weights; ``None`` -> the default mix.
+
+    The default is DEFAULT_OPERATORS, plus the LLM operator for half of the children when
+    an API key is set.
+
+    Raises:
+        ValueError: an unknown operator name or a weight that is not a number >= 0.
+    """
+    if text is None:
+        if not api_key_from_env():
+            return dict(DEFAULT_OPERATORS)
+        total = sum(DEFAULT_OPERATORS.values())
+        return {LLMMutation.name: 0.5, **{k: round(0.5 * w / total, 4) for k, w in DEFAULT_OPERATORS.items()}}
+    weights: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, weight = item.partition("=")
+        name = name.strip()
+        if name not in REGISTRY:
+            raise ValueError(f"unknown operator {name!r} in --operators; known: {', '.join(sorted(REGISTRY))}")
+        try:
+            weights[name] = float(weight) if weight.strip() else 1.0
+        except ValueError:
+            raise ValueError(f"--operators: the weight of {name} is not a number: {weight!r}") from None
+        if weights[name] < 0:
+            raise ValueError(f"--operators: the weight of {name} is negative")
+    if not weights or sum(weights.values()) <= 0:
+        raise ValueError(f"--operators needs at least one operator with a positive weight, got {text!r}")
+    return weights
+
+
+def _llm_ready(config: RunConfig, paths: Paths) -> RunConfig:
+    """The configuration to run: checked for the LLM operator, or without it when there is no key.
+
+    Without ``ANTHROPIC_API_KEY`` the LLM operator is dropped from the mix, said in one
+    line (the stored configuration keeps it: a resume with a key uses it again).
+
+    Raises:
+        ValueError: the LLM is the only operator and there is no key; its model has no
+            known price and none was given (``--llm-price``).
+        HarnessError: the project has no program.md.
+    """
+    if config.operators.get(LLMMutation.name, 0) <= 0:
+        return config
+    if not api_key_from_env():
+        rest = {k: w for k, w in config.operators.items() if k != LLMMutation.name}
+        if sum(rest.values()) <= 0:
+            raise ValueError(f"the LLM is the only operator, but {API_KEY_ENV} is not set")
+        console.print(f"no {API_KEY_ENV} set: running without the LLM operator "
+                      f"(operators: {', '.join(f'{k}={w:g}' for k, w in rest.items())})")
+        return dataclasses.replace(config, operators=rest)
+    price_for(config.llm_model, config.llm_price)
+    if not paths.program_md.is_file():
+        raise HarnessError(f"no program.md in {paths.project_dir}: the LLM operator needs its research instructions")
+    return config
+
+
+def _llm_line(archive: Archive, run: str, config: RunConfig) -> str | None:
+    """One line on the run's LLM calls: attempts, children, failures by kind, tokens, spend."""
+    calls = archive.llm_calls(run)
+    if not calls:
+        return None
+    failed = Counter(c.outcome for c in calls if c.outcome != "ok")
+    children = len({c.child_id for c in calls if c.child_id})
+    spent = sum(c.cost_usd for c in calls)
+    tokens_in, tokens_out = sum(c.input_tokens for c in calls), sum(c.output_tokens for c in calls)
+    failures = f"{sum(failed.values())} failed" + (f" ({', '.join(f'{k} {n}' for k, n in failed.most_common())})" if failed else "")
+    cap = f" of ${config.max_llm_cost_usd:.2f} cap" if config.max_llm_cost_usd is not None else ""
+    return (f"LLM {calls[-1].model}: {len(calls)} attempts, {children} children recorded, {failures}; "
+            f"tokens {tokens_in:,} in / {tokens_out:,} out; spend ${spent:.4f}{cap}")
 
 
 def _sigterm_as_interrupt() -> None:
@@ -101,7 +184,14 @@ def cmd_start(args: argparse.Namespace) -> int:
     config = RunConfig(
         run=run, profile=profile, dataset=args.dataset, population=args.population, generations=args.generations,
         time_budget_s=args.time_budget, wall_limit_s=args.wall_limit, seed=args.seed, seed_genome=str(seed_path),
+        max_evaluations=args.max_evaluations, noise_replicates=args.noise_replicates, noise_k=args.noise_k,
+        best_replicates=args.best_replicates, selection=args.selection,
+        max_children_per_parent=args.max_children_per_parent, sampler=args.sampler,
+        operators=_parse_operators(args.operators), llm_model=args.llm_model, llm_base_url=args.llm_base_url,
+        llm_price=parse_price(args.llm_price) if args.llm_price else None, max_llm_cost_usd=args.max_llm_cost,
+        llm_rewrite=args.llm_rewrite, llm_timeout_s=args.llm_timeout, proposal_workers=args.proposal_workers,
     )
+    run_config = _llm_ready(config, paths)
     time_budget_s = float(args.time_budget or profiles[profile]["time_budget_s"])
     archive = _open_archive(paths, must_exist=False)
     archive_runs = {r.run for r in archive.list_runs()}
@@ -116,7 +206,7 @@ def cmd_start(args: argparse.Namespace) -> int:
             f"run [bold]{run}[/]: population {config.population}, {gens}, profile {profile} "
             f"({time_budget_s:g} s per genome) on {device}; archive {paths.archive_path}"
         )
-        return _execute(paths, archive, config, time_budget_s, device, seed_code)
+        return _execute(paths, archive, run_config, time_budget_s, device, seed_code)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -126,6 +216,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
     config = RunConfig.from_json(record.config_json)
     if args.generations is not None:
         config = dataclasses.replace(config, generations=args.generations)
+    if args.max_llm_cost is not None:
+        config = dataclasses.replace(config, max_llm_cost_usd=args.max_llm_cost)
+    config = _llm_ready(config, paths)
     device = detect_device()
     with RunLock(paths.archive_path, record.run):
         prepare_data(paths.project_dir, config.profile, config.dataset)
@@ -153,9 +246,23 @@ def cmd_status(args: argparse.Namespace) -> int:
     overheads = [r.last.overhead_s for r in results if r.last is not None and r.last.overhead_s is not None]
     if overheads:
         console.print(f"mean wall time not spent training, per evaluation: {sum(overheads) / len(overheads):.1f} s")
+    config = RunConfig.from_json(record.config_json)
+    sigma = noise_sigma(results)
+    top = _declared_best(record, results)
+    if sigma is not None:
+        console.print(
+            f"noise floor sigma {sigma:.6f} (seed genome, n={seed.n}); an improvement must beat the best by "
+            f"> {config.noise_k:g} sigma = {config.noise_k * sigma:.6f}"
+        )
+    llm_line = _llm_line(archive, record.run, config)
+    if llm_line:
+        console.print(llm_line, highlight=False)
+    if top is not None:
+        console.print(f"declared best: {top.genome_id} val_bpb {top.val_bpb:.6f} ± {top.val_bpb_std:.6f} (n={top.n})")
     table = Table(show_lines=False)
-    for col in ("rank", "genome", "gen", "operator", "description", "val_bpb", "vs seed", "state", "wall s"):
-        table.add_column(col, justify="right" if col in ("rank", "gen", "val_bpb", "vs seed", "wall s") else "left")
+    right = ("rank", "gen", "val_bpb", "± std", "n", "vs seed", "wall s")
+    for col in ("rank", "genome", "gen", "operator", "description", "val_bpb", "± std", "n", "vs seed", "state", "wall s"):
+        table.add_column(col, justify="right" if col in right else "left")
     shown = ranked(results)[: args.top] if args.top else ranked(results)
     rank = 0
     for r in shown:
@@ -166,9 +273,11 @@ def cmd_status(args: argparse.Namespace) -> int:
             delta = f"{r.val_bpb - seed_bpb:+.4f}"
         wall = f"{r.last.wall_s:.1f}" if r.last is not None and r.last.wall_s is not None else ""
         state = r.state if r.last is None or not r.last.failure_kind else f"{r.state} ({r.last.failure_kind})"
+        marker = " ★" if top is not None and r.genome_id == top.genome_id else ""
         table.add_row(
-            str(rank) if r.is_complete else "", r.genome_id, str(r.genome.generation), r.genome.operator,
-            r.genome.description, f"{r.val_bpb:.6f}" if r.val_bpb is not None else "-", delta, state, wall,
+            str(rank) if r.is_complete else "", r.genome_id + marker, str(r.genome.generation), r.genome.operator,
+            r.genome.description, f"{r.val_bpb:.6f}" if r.val_bpb is not None else "-",
+            f"{r.val_bpb_std:.6f}" if r.val_bpb_std is not None and r.n > 1 else "", str(r.n), delta, state, wall,
         )
     console.print(table)
     if args.top and len(results) > args.top:
@@ -181,7 +290,8 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     record = _run_record(archive, args.run)
     results = _results(archive, record.run)
     graph = build_graph(results, archive.edges(record.run))
-    marked = best_ancestry(graph, results)
+    top = _declared_best(record, results)
+    marked = best_ancestry(graph, top)
     if args.html:
         size = write_lineage_html(record, results, archive.edges(record.run), source_lookup(archive, record.run), Path(args.html))
         shown = f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.0f} kB"
@@ -193,7 +303,6 @@ def cmd_lineage(args: argparse.Namespace) -> int:
         write_graph(graph, args.format, Path(args.output), marked)
         console.print(f"wrote {graph.number_of_nodes()} genomes and {graph.number_of_edges()} edges to {args.output}")
         return EXIT_OK
-    top = best(results)
     title = f"lineage of run {record.run} (★ = ancestry of the best genome"
     title += f", {top.genome_id} {top.val_bpb:.6f})" if top else ")"
     console.print(render_tree(graph, marked, title))
@@ -213,7 +322,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         if chosen is None:
             raise ArchiveError(f"no genome {args.genome!r} in run {record.run!r}")
     else:
-        chosen = best(results)
+        chosen = _declared_best(record, results)
         if chosen is None:
             raise ArchiveError(f"run {record.run!r} has no completed genome to export yet")
     config = RunConfig.from_json(record.config_json)
@@ -275,6 +384,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", default=None, metavar="NAME", help="name of the run (default: run-<date>-<time>)")
     p.add_argument("--seed-genome", default=None, metavar="FILE", help="first genome (default: <project>/seed_train.py)")
     p.add_argument("--seed", type=int, default=0, help="random seed of selection and mutation (default 0)")
+    p.add_argument("--max-evaluations", type=int, default=None, metavar="N",
+                   help="stop after N evaluations, replicates included (default: no limit)")
+    search = p.add_argument_group("noise-aware search")
+    search.add_argument("--noise-replicates", type=int, default=3, metavar="N",
+                        help="evaluations of the seed genome with different seeds; their std is the noise floor "
+                        "sigma (default 3; 1 turns noise awareness off)")
+    search.add_argument("--noise-k", type=float, default=2.0, metavar="K",
+                        help="a child is an improvement only if it beats the best by more than K sigma (default 2)")
+    search.add_argument("--best-replicates", type=int, default=2, metavar="N",
+                        help="evaluations a genome needs before it is declared the run's best (default 2)")
+    search.add_argument("--selection", choices=SELECTIONS, default="tournament",
+                        help="parent selection among the survivors (default tournament, with elitism)")
+    search.add_argument("--max-children-per-parent", type=int, default=None, metavar="N",
+                        help="children one parent may get per generation (default: max(2, population / 2))")
+    search.add_argument("--sampler", choices=SAMPLERS, default="tpe",
+                        help="the optuna operator's sampler: tpe (default) or cmaes")
+    search.add_argument("--operators", default=None, metavar="NAME=W,...",
+                        help="mutation operators and their weights, e.g. llm=0.5,hyperparam=0.5 (known: "
+                        f"{', '.join(sorted(REGISTRY))}; default: hyperparam, optuna, crossover, and llm for half "
+                        f"of the children when {API_KEY_ENV} is set)")
+    llm = p.add_argument_group("LLM operator")
+    llm.add_argument("--llm-model", default=DEFAULT_LLM_MODEL, metavar="MODEL",
+                     help=f"Claude model proposing code changes (default {DEFAULT_LLM_MODEL})")
+    llm.add_argument("--llm-base-url", default=None, metavar="URL",
+                     help="Messages API address (default: $ANTHROPIC_BASE_URL, else the public API)")
+    llm.add_argument("--llm-price", default=None, metavar="IN,OUT",
+                     help="USD per million input and output tokens; required for a model evo has no price for")
+    llm.add_argument("--max-llm-cost", type=float, default=None, metavar="USD",
+                     help="hard cap on the run's LLM spend; once reached the run goes on with the other operators")
+    llm.add_argument("--llm-rewrite", action="store_true",
+                     help="ask for the whole file instead of SEARCH/REPLACE edits")
+    llm.add_argument("--llm-timeout", type=float, default=300.0, metavar="S",
+                     help="limit of one LLM request, retried on timeout (default 300)")
+    llm.add_argument("--proposal-workers", type=int, default=4, metavar="N",
+                     help="children proposed ahead, in threads, while genomes train (default 4; 0: none)")
     p.set_defaults(func=cmd_start)
 
     p = sub.add_parser("resume", parents=[common], help="continue a stopped or crashed run",
@@ -282,6 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "an interrupted one is run again, generation numbers continue.")
     p.add_argument("run", nargs="?", help="run name (default: the latest run)")
     p.add_argument("--generations", type=int, default=None, help="new total number of generations (default: as started)")
+    p.add_argument("--max-llm-cost", type=float, default=None, metavar="USD",
+                   help="new cap on the run's total LLM spend (default: as started)")
     p.set_defaults(func=cmd_resume)
 
     p = sub.add_parser("status", parents=[common], help="leaderboard of a run",

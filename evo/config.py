@@ -13,17 +13,32 @@ from pathlib import Path
 from typing import Any
 
 PROFILES = ("gpu", "cpu", "smoke")
+SELECTIONS = ("tournament", "rank")
 DATASETS = ("sotu", "climbmix", "tinystories")
 
 # Hyperparameter values that make the generation-0 genome fit a profile. The seed genome
 # is sized for an H100 (the gpu profile); these are written into its ALL_CAPS block with
-# libcst (evo.operators.cst_tools.set_constants) before anything runs. Measured on a 2-core
-# CPU: see the README's numbers.
+# libcst (evo.operators.cst_tools.set_constants) before anything runs. Chosen by
+# measurement on a 2-core CPU (fp32: bf16 autocast was 10x slower there): the cpu
+# overrides give a 2-layer, 64-wide model (0.36 M parameters) that reaches about
+# 1.59-1.63 bits/byte in 30 s on sotu; smoke keeps "SSSL" so tests cover sliding windows.
 SEED_OVERRIDES: dict[str, dict[str, Any]] = {
     "gpu": {},
-    "cpu": {},
-    "smoke": {},
+    "cpu": {
+        "DEPTH": 2, "ASPECT_RATIO": 32, "HEAD_DIM": 32, "WINDOW_PATTERN": "L",
+        "TOTAL_BATCH_SIZE": 2**11, "DEVICE_BATCH_SIZE": 16, "FINAL_EVAL_BATCH_SIZE": 128,
+    },
+    "smoke": {
+        "DEPTH": 2, "ASPECT_RATIO": 32, "HEAD_DIM": 32,
+        "TOTAL_BATCH_SIZE": 2**10, "DEVICE_BATCH_SIZE": 16, "FINAL_EVAL_BATCH_SIZE": 128,
+    },
 }
+
+# The default mix of mutation operators (name -> weight); see evo.operators.REGISTRY.
+DEFAULT_OPERATORS = {"hyperparam": 0.5, "optuna": 0.3, "crossover": 0.2}
+
+# The LLM operator's default model: the current Sonnet (a model id of the anthropic SDK).
+DEFAULT_LLM_MODEL = "claude-sonnet-5-5"
 
 # Constants no operator perturbs: they change how a genome is measured, not what it learns.
 FROZEN_CONSTANTS = frozenset({"FINAL_EVAL_BATCH_SIZE"})
@@ -60,6 +75,10 @@ class Paths:
     def seed_genome(self) -> Path:
         return self.project_dir / "seed_train.py"
 
+    @property
+    def program_md(self) -> Path:
+        return self.project_dir / "program.md"
+
     def genome_dir(self, run: str) -> Path:
         return self.project_dir / "genomes" / run
 
@@ -81,6 +100,24 @@ class RunConfig:
         mutation_attempts: tries to produce a child whose source was never evaluated.
         operators: mutation operator name -> weight.
         seed_genome: path of the seed genome file, read while generation 0 has no genome.
+        max_evaluations: stop once this many evaluations were counted (``None``: no limit).
+        noise_replicates: evaluations of the seed genome, with different EVO_SEEDs, that
+            measure the noise floor sigma (1 turns noise awareness off).
+        noise_k: a child is an improvement only if it beats the incumbent by > k * sigma.
+        best_replicates: evaluations a genome needs before it is declared the run's best.
+        selection: parent selection, ``tournament`` or ``rank``.
+        max_children_per_parent: children one parent may get per generation (``None``:
+            ``max(2, population // 2)``).
+        sampler: the optuna operator's sampler, ``tpe`` or ``cmaes``.
+        llm_model: the LLM operator's Claude model.
+        llm_base_url: the Messages API's address (``None``: ``ANTHROPIC_BASE_URL`` or the public API).
+        llm_price: ``(input, output)`` USD per million tokens, for a model evo has no price for.
+        max_llm_cost_usd: hard cap on the run's LLM spend (``None``: no cap).
+        llm_rewrite: the LLM answers with the whole file instead of SEARCH/REPLACE edits.
+        llm_timeout_s: limit of one LLM HTTP attempt, seconds.
+        llm_max_retries: retries of LLM timeouts, 429, 529 and 5xx (with backoff).
+        llm_max_tokens: the longest LLM answer, tokens.
+        proposal_workers: children proposed ahead in threads while genomes train (0: none).
     """
 
     run: str
@@ -94,7 +131,23 @@ class RunConfig:
     seed: int = 0
     tournament_size: int = 3
     mutation_attempts: int = 20
-    operators: dict[str, float] = field(default_factory=lambda: {"hyperparam": 1.0})
+    operators: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_OPERATORS))
+    max_evaluations: int | None = None
+    noise_replicates: int = 3
+    noise_k: float = 2.0
+    best_replicates: int = 2
+    selection: str = "tournament"
+    max_children_per_parent: int | None = None
+    sampler: str = "tpe"
+    llm_model: str = DEFAULT_LLM_MODEL
+    llm_base_url: str | None = None
+    llm_price: tuple[float, float] | None = None
+    max_llm_cost_usd: float | None = None
+    llm_rewrite: bool = False
+    llm_timeout_s: float = 300.0
+    llm_max_retries: int = 3
+    llm_max_tokens: int = 16384
+    proposal_workers: int = 4
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
@@ -107,6 +160,19 @@ class RunConfig:
             raise ValueError(f"generations must be >= 1, got {self.generations}")
         if self.time_budget_s is not None and self.time_budget_s <= 0:
             raise ValueError(f"time budget must be > 0 seconds, got {self.time_budget_s}")
+        if self.noise_replicates < 1 or self.best_replicates < 1:
+            raise ValueError("noise_replicates and best_replicates must be >= 1")
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"unknown selection {self.selection!r}; choose one of {', '.join(SELECTIONS)}")
+        if not self.operators or any(w < 0 for w in self.operators.values()) or sum(self.operators.values()) <= 0:
+            raise ValueError(f"operator weights must be >= 0 with a positive sum, got {self.operators}")
+
+    @property
+    def children_cap(self) -> int:
+        """Children one parent may get in one generation."""
+        if self.max_children_per_parent is not None:
+            return self.max_children_per_parent
+        return max(2, self.population // 2)
 
     def effective_wall_limit_s(self, time_budget_s: float) -> float:
         """Hard wall-clock limit for one genome process, in seconds.

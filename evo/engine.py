@@ -8,13 +8,23 @@ numbers continue where they stopped.
 A generation has ``population`` children (lambda = mu = population). Generation 0 is
 the seed genome (with its profile's overrides) and ``population - 1`` mutants of it;
 later generations draw parents from the survivors (see :mod:`evo.selection`).
+
+Children are proposed ahead: once a generation's parents are known, the proposals of
+its open slots run in threads (:mod:`evo.proposals`), so an LLM answer is written while
+a genome trains. Each slot draws from its own generator, seeded by the run's seed, the
+generation and the slot: proposals stay reproducible whatever the threads' timing, and a
+resumed run never replays the draws of a recorded child.
 """
 
 from __future__ import annotations
 
+import math
+import queue
 import random
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from evo import genome as genome_files
@@ -22,9 +32,12 @@ from evo.archive import Archive
 from evo.config import SEED_OVERRIDES, Paths, RunConfig
 from evo.harness import genome_env
 from evo.metrics import tail
+from evo.noise import incumbent, needs_replicate, noise_sigma, seed_result
 from evo.operators import REGISTRY, Context, MutationOperator, Parent, Status
 from evo.operators.cst_tools import describe_change, read_constants, set_constants
+from evo.operators.llm import LLMMutation
 from evo.progress import Reporter
+from evo.proposals import ProposalPool
 from evo.records import EvalState, FailureKind, GenomeRecord, Outcome
 from evo.results import GenomeResult, best, genome_results
 from evo.runner import run_genome
@@ -47,10 +60,37 @@ class Child:
     parents: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class Slot:
+    """What proposing one child needs, fixed in the main thread so a proposal can run in a thread.
+
+    Attributes:
+        index: the child's place in its generation (0 takes the elite parent).
+        pool: the COMPLETE genomes parents are drawn from.
+        children_of: genome id -> children it has (or is planned to get) in this generation.
+        seen: normalized hashes of every genome of the run (a child must be new).
+        sources: genome id -> source, for the pool.
+        rng: this slot's own generator, derived from the run's seed, the generation and the index.
+    """
+
+    generation: int
+    index: int
+    pool: tuple[GenomeResult, ...]
+    children_of: dict[str, int]
+    seen: frozenset[str]
+    sources: dict[str, str]
+    context: Context
+    rng: random.Random
+
+
 def seed_child(seed_code: str, profile: str, seed_name: str) -> Child:
-    """The generation-0 seed genome: the seed file with its profile's overrides applied."""
-    overrides = SEED_OVERRIDES.get(profile, {})
+    """The generation-0 seed genome: the seed file with its profile's overrides applied.
+
+    Overrides name constants of ``seed_train.py``; a seed genome of the user's own that
+    lacks some of them gets those it has (the description lists what was applied).
+    """
     constants = read_constants(seed_code)
+    overrides = {k: v for k, v in SEED_OVERRIDES.get(profile, {}).items() if k in constants}
     code = set_constants(seed_code, overrides) if overrides else seed_code
     description = f"seed genome ({seed_name})"
     if overrides:
@@ -81,72 +121,144 @@ class Engine:
         self.device = device
         self.reporter = reporter
         self.genome_dir = paths.genome_dir(config.run)
-        self.operators: dict[str, MutationOperator] = {name: REGISTRY[name]() for name in config.operators}
-        # Seeded from the run's seed and the archive's size, so a resumed run does not
-        # replay the random draws that produced its existing children.
-        self.rng = random.Random(config.seed)
+        unknown = sorted(set(config.operators) - set(REGISTRY))
+        if unknown:
+            raise EngineError(f"unknown operator(s) {', '.join(unknown)}; known: {', '.join(sorted(REGISTRY))}")
+        self.operators: dict[str, MutationOperator] = {
+            name: REGISTRY[name](config) for name, weight in config.operators.items() if weight > 0
+        }
+        self._notes: queue.SimpleQueue[str] = queue.SimpleQueue()  # messages from proposal threads
+        llm = self.operators.get(LLMMutation.name)
+        if isinstance(llm, LLMMutation):  # its calls are recorded in the archive, within the run's budget
+            llm.attach(archive, config.run, self._notes.put)
+        self.proposals: ProposalPool[Child] = ProposalPool(config.proposal_workers)
         self._sources: dict[str, str] = {}  # sha256 -> code; sources never change
 
     # ------------------------------------------------------------------ the loop
 
     def run(self, seed_code: str | None = None) -> GenomeResult | None:
-        """Run generations until ``config.generations`` are done (forever if ``None``).
+        """Run generations until ``config.generations`` are done (forever if ``None``) or
+        ``config.max_evaluations`` evaluations were counted.
 
         Args:
             seed_code: the seed genome's source; needed only while generation 0 has no
                 genome yet (a new run).
 
         Returns:
-            The best genome so far.
+            The run's declared best genome (the noise-aware incumbent).
 
         Raises:
             KeyboardInterrupt: after recording the running evaluation as INTERRUPTED.
             EngineError: the search cannot continue.
         """
         self.archive.interrupt_running(self.config.run, "the engine stopped before this evaluation finished")
-        while True:
-            generation = self.current_generation()
-            if self.config.generations is not None and generation >= self.config.generations:
-                break
-            self.run_generation(generation, seed_code)
-        return best(self.results())
+        try:
+            while not self.out_of_evaluations():
+                generation = self.current_generation()
+                if self.config.generations is not None and generation >= self.config.generations:
+                    break
+                self.run_generation(generation, seed_code)
+        finally:
+            self.proposals.close()
+            self._flush_notes()
+        return self.incumbent(self.results())
 
     def run_generation(self, generation: int, seed_code: str | None = None) -> None:
-        """Bring ``generation`` to ``population`` finished children."""
-        self.rng = random.Random(f"{self.config.seed}:{generation}:{len(self.results())}")
+        """Bring ``generation`` to ``population`` finished children, with their replicates.
+
+        One step at a time, each decided from the archive: (1) an evaluation that is due
+        (an interrupted child, a seed replicate for the noise floor, a replicate of a
+        child that would become the best), else (2) a new child: select parents, mutate
+        (proposed ahead, in threads, while earlier genomes train: :meth:`propose_ahead`),
+        record, write, evaluate.
+        """
         self.reporter.generation_started(generation, self.config.population)
-        while True:
+        while not self.out_of_evaluations():
             results = self.results()
-            children = [r for r in results if r.genome.generation == generation]
-            unfinished = [r for r in children if not r.is_finished]
-            if unfinished:  # recorded earlier but never evaluated to an end: run it now
-                self.evaluate(unfinished[0].genome, len(children) - len(unfinished) + 1)
+            self.propose_ahead(generation, results)
+            due = self.due_evaluation(generation, results)
+            if due is not None:
+                self.evaluate(due.genome, self._index(due, results), replicate=due.counted)
                 continue
+            children = [r for r in results if r.genome.generation == generation]
             if len(children) >= self.config.population:
                 break
-            child = self.make_child(generation, results, seed_code)
+            child = self.take_child(generation, results, seed_code)
             record = self.archive.add_genome(
                 self.config.run, generation, child.operator, child.description, child.code, child.parents
             )
             genome_files.write_atomic(genome_files.genome_path(self.genome_dir, record.genome_id), child.code)
-            self.evaluate(record, len(children) + 1)
+            self.evaluate(record, len(children) + 1, replicate=0)
         results = self.results()
-        if generation == 0 and best(results) is None:
+        if generation == 0 and best(results) is None and not self.out_of_evaluations():
             raise EngineError(
                 "no genome of generation 0 completed, so there is no parent to evolve; "
                 f"read the logs under {self.genome_dir}"
             )
-        self.reporter.generation_finished(generation, best(results), results)
+        self.record_noise_floor(results)
+        self.reporter.generation_finished(generation, self.incumbent(results), results)
+
+    def due_evaluation(self, generation: int, results: Sequence[GenomeResult]) -> GenomeResult | None:
+        """The genome of ``generation`` whose next evaluation is due, if any.
+
+        In order: a child never evaluated to an end (PENDING, or interrupted); the seed
+        genome until it has ``noise_replicates`` evaluations (the noise floor); a COMPLETE
+        child that beats the incumbent by more than k * sigma but has fewer than
+        ``best_replicates`` evaluations (re-evaluated before it may be declared best).
+        """
+        children = [r for r in results if r.genome.generation == generation]
+        for r in children:
+            if not r.is_finished:
+                return r
+        for r in children:
+            if r.genome.operator == "seed" and r.is_complete and r.counted < self.config.noise_replicates:
+                return r
+        current = self.incumbent(results)
+        sigma = noise_sigma(results)
+        for r in children:
+            if needs_replicate(r, current, sigma, self.config.noise_k, self.config.best_replicates):
+                return r
+        return None
 
     def current_generation(self) -> int:
-        """The lowest generation that does not yet have ``population`` finished children."""
+        """The lowest generation with fewer than ``population`` children or an evaluation due."""
         results = self.results()
         if not results:
             return 0
         last = max(r.genome.generation for r in results)
         in_last = [r for r in results if r.genome.generation == last]
-        done = len(in_last) >= self.config.population and all(r.is_finished for r in in_last)
+        done = len(in_last) >= self.config.population and self.due_evaluation(last, results) is None
         return last + 1 if done else last
+
+    def out_of_evaluations(self) -> bool:
+        """Whether ``config.max_evaluations`` counted evaluations are done."""
+        if self.config.max_evaluations is None:
+            return False
+        counted = sum(r.counted for r in self.results())
+        return counted >= self.config.max_evaluations
+
+    def incumbent(self, results: Sequence[GenomeResult]) -> GenomeResult | None:
+        """The run's declared best: see :func:`evo.noise.incumbent`."""
+        return incumbent(results, noise_sigma(results), self.config.noise_k, self.config.best_replicates)
+
+    def record_noise_floor(self, results: Sequence[GenomeResult]) -> None:
+        """Store sigma in the archive once the seed's replicates are all in."""
+        seed = seed_result(results)
+        sigma = noise_sigma(results)
+        if seed is None or sigma is None or seed.n < self.config.noise_replicates:
+            return
+        if self.archive.noise_floor(self.config.run) is None:
+            self.archive.record_noise_floor(self.config.run, seed.genome_id, sigma, seed.n, self.config.noise_k)
+            self.reporter.message(
+                f"noise floor: sigma = {sigma:.6f} bits/byte over {seed.n} seeds of {seed.genome_id}; "
+                f"a child must beat the best by more than {self.config.noise_k:g} sigma = "
+                f"{self.config.noise_k * sigma:.6f} to count as an improvement"
+            )
+
+    @staticmethod
+    def _index(result: GenomeResult, results: Sequence[GenomeResult]) -> int:
+        same = [r.genome_id for r in results if r.genome.generation == result.genome.generation]
+        return same.index(result.genome_id) + 1
 
     def results(self) -> list[GenomeResult]:
         """Every genome of the run with its evaluations' verdict, from the archive."""
@@ -156,7 +268,7 @@ class Engine:
     # ------------------------------------------------------------------ mutation
 
     def make_child(self, generation: int, results: Sequence[GenomeResult], seed_code: str | None) -> Child:
-        """Select parent(s) and apply a mutation operator until the child is new.
+        """Select parent(s) and apply a mutation operator until the child is new, here and now.
 
         Raises:
             EngineError: no new child after ``config.mutation_attempts`` tries.
@@ -165,25 +277,66 @@ class Engine:
             if seed_code is None:
                 raise EngineError("the run has no seed genome recorded and none was given")
             return seed_child(seed_code, self.config.profile, self.paths.seed_genome.name)
+        index = sum(1 for r in results if r.genome.generation == generation)
+        return self._mutate(self._slot(generation, index, results, self._children_of(generation, results)))
+
+    def _slot(
+        self, generation: int, index: int, results: Sequence[GenomeResult], children_of: dict[str, int],
+        context: Context | None = None, salt: str = "",
+    ) -> Slot:
         if generation == 0:
             pool = [r for r in results if r.genome.operator == "seed"]  # mutants of the seed
         else:
             pool = survivors([r for r in results if r.genome.generation < generation], self.config.population)
-        elite_done = any(r.genome.generation == generation for r in results)
-        seen = {r.genome.normalized_sha256 for r in results}
-        context = self.context(results)
+        return Slot(
+            generation, index, tuple(pool), dict(children_of), frozenset(r.genome.normalized_sha256 for r in results),
+            {r.genome_id: self.source(r.genome) for r in pool}, context or self.context(results),
+            random.Random(f"{self.config.seed}:{generation}:{index}{salt}"),
+        )
+
+    @staticmethod
+    def _children_of(generation: int, results: Sequence[GenomeResult]) -> Counter[str]:
+        children_of: Counter[str] = Counter()
+        for r in results:
+            if r.genome.generation == generation:
+                children_of.update(set(r.genome.parents))
+        return children_of
+
+    def _choose(self, slot: Slot, attempt: int, tries: Counter[str]) -> tuple[MutationOperator, list[GenomeResult]] | None:
+        """An operator (by the run's weights) and its parents, or ``None`` when no operator is left.
+
+        An operator with ``max_tries_per_child`` (the LLM: each try costs money) is not
+        drawn again for this child once it used them.
+        """
+        names = [n for n, op in self.operators.items() if tries[n] < getattr(op, "max_tries_per_child", math.inf)]
+        if not names:
+            return None
+        operator = self.operators[slot.rng.choices(names, weights=[self.config.operators[n] for n in names])[0]]
+        if slot.generation == 0:
+            return operator, [slot.pool[0]] * operator.n_parents
+        parents = select_parents(
+            list(slot.pool), operator.n_parents, slot.rng, self.config.selection, self.config.tournament_size,
+            elite_first=(attempt == 0 and slot.index == 0), children=slot.children_of, cap=self.config.children_cap,
+        )
+        return operator, parents
+
+    def _mutate(self, slot: Slot, first: tuple[MutationOperator, list[GenomeResult]] | None = None) -> Child:
+        """Apply operators to parents of ``slot`` until the child is new; safe to run in a thread.
+
+        Raises:
+            EngineError: no new child after ``config.mutation_attempts`` tries.
+        """
         reasons: list[str] = []
+        tries: Counter[str] = Counter()
         for attempt in range(self.config.mutation_attempts):
-            operator = self._pick_operator()
-            if generation == 0:
-                parents = [pool[0]] * operator.n_parents
-            else:
-                parents = select_parents(
-                    pool, operator.n_parents, self.rng, self.config.tournament_size,
-                    elite_first=(attempt == 0 and not elite_done),
-                )
-            code_parents = [Parent(p.genome_id, self.source(p.genome), p.val_bpb) for p in parents]
-            result = operator.propose(code_parents, self.rng, context)
+            choice = first if attempt == 0 and first is not None else self._choose(slot, attempt, tries)
+            if choice is None:
+                reasons.append("every operator used its tries for this child")
+                break
+            operator, parents = choice
+            tries[operator.name] += 1
+            code_parents = [Parent(p.genome_id, slot.sources[p.genome_id], p.val_bpb) for p in parents]
+            result = operator.propose(code_parents, slot.rng, slot.context)
             if result.status is not Status.OK:
                 reasons.append(f"{operator.name}: {result.reason}")
                 continue
@@ -192,19 +345,61 @@ class Engine:
             except genome_files.InvalidGenomeError as exc:
                 reasons.append(f"{operator.name}: {exc}")
                 continue
-            if genome_files.normalized_sha256(result.code) in seen:
+            if genome_files.normalized_sha256(result.code) in slot.seen:
                 reasons.append(f"{operator.name}: duplicate of an evaluated genome ({result.description})")
                 continue
             ids = tuple(dict.fromkeys(p.genome_id for p in parents))
             return Child(result.code, operator.name, result.description, ids)
         raise EngineError(
-            f"no new child after {self.config.mutation_attempts} attempts; last reasons: " + "; ".join(reasons[-3:])
+            f"no new child after {sum(tries.values())} attempts; last reasons: " + "; ".join(reasons[-3:])
         )
 
-    def _pick_operator(self) -> MutationOperator:
-        names = list(self.operators)
-        weights = [self.config.operators[n] for n in names]
-        return self.operators[self.rng.choices(names, weights=weights)[0]]
+    # ------------------------------------------------------------------ proposals ahead
+
+    def propose_ahead(self, generation: int, results: Sequence[GenomeResult]) -> None:
+        """Start proposing the generation's open slots in threads, so the LLM works while genomes train.
+
+        Only once the generation's parents are known (the seed scored, for generation 0),
+        and only when none of its slots is pending. Each slot's first operator and parents
+        are chosen here, in slot order, so elitism and the children cap see earlier slots.
+        """
+        self._flush_notes()
+        if self.config.proposal_workers < 1:
+            return
+        if generation == 0 and not any(r.genome.operator == "seed" and r.is_complete for r in results):
+            return
+        index = sum(1 for r in results if r.genome.generation == generation)
+        slots = list(range(index, self.config.population))
+        if self.config.max_evaluations is not None:  # do not pay for children that will never run
+            slots = slots[: max(0, self.config.max_evaluations - sum(r.counted for r in results))]
+        if not slots or any((generation, i) in self.proposals for i in slots):
+            return
+        children_of = self._children_of(generation, results)
+        context = self.context(results)
+        for i in slots:
+            slot = self._slot(generation, i, results, children_of, context)
+            first = self._choose(slot, 0, Counter())
+            if first is None:
+                return
+            children_of.update({p.genome_id for p in first[1]})
+            self.proposals.submit((generation, i), partial(self._mutate, slot, first))
+
+    def take_child(self, generation: int, results: Sequence[GenomeResult], seed_code: str | None) -> Child:
+        """The next child: its proposal made ahead (waiting for it if needed), else one made now."""
+        index = sum(1 for r in results if r.genome.generation == generation)
+        if (generation, index) not in self.proposals:
+            return self.make_child(generation, results, seed_code)
+        child = self.proposals.take((generation, index))
+        self._flush_notes()
+        if genome_files.normalized_sha256(child.code) not in {r.genome.normalized_sha256 for r in results}:
+            return child
+        # a proposal running beside it produced the same child first: a failed attempt, propose again now
+        slot = self._slot(generation, index, results, self._children_of(generation, results), salt=":again")
+        return self._mutate(slot)
+
+    def _flush_notes(self) -> None:
+        while not self._notes.empty():
+            self.reporter.message(self._notes.get())
 
     def source(self, genome: GenomeRecord) -> str:
         if genome.source_sha256 not in self._sources:
@@ -216,12 +411,18 @@ class Engine:
     def context(self, results: Sequence[GenomeResult]) -> Context:
         """What operators may learn from: every genome's verdict and the completed sources."""
         complete = tuple((self.source(r.genome), r.val_bpb) for r in results if r.is_complete)
-        return Context(complete, tuple(results), self.config.profile, self.time_budget_s)
+        program = ""
+        if LLMMutation.name in self.operators and self.paths.program_md.is_file():  # read anew: edits apply
+            program = self.paths.program_md.read_text(encoding="utf-8")
+        return Context(complete, tuple(results), self.config.profile, self.time_budget_s, program)
 
     # ------------------------------------------------------------------ evaluation
 
-    def evaluate(self, genome: GenomeRecord, index_in_generation: int) -> None:
+    def evaluate(self, genome: GenomeRecord, index_in_generation: int, replicate: int = 0) -> None:
         """Run one genome under the time budget and record the outcome.
+
+        Replicate r runs with ``EVO_SEED = EVAL_SEED + r``: first evaluations share one
+        seed (genomes differ by code, not by luck), replicates measure the noise.
 
         Raises:
             KeyboardInterrupt: after recording this evaluation as INTERRUPTED.
@@ -233,9 +434,10 @@ class Engine:
             genome_files.write_atomic(path, code)
         attempt = 1 + sum(1 for e in self.archive.evaluations(run) if e.genome_id == genome.genome_id)
         log = genome_files.log_path(self.genome_dir, genome.genome_id, attempt)
-        record = self.archive.start_evaluation(run, genome.genome_id, EVAL_SEED, self.device, log)
+        seed = EVAL_SEED + replicate
+        record = self.archive.start_evaluation(run, genome.genome_id, seed, self.device, log)
         self.reporter.genome_started(genome, index_in_generation, self.config.population, record.attempt)
-        env = genome_env(self.config.profile, self.config.dataset, EVAL_SEED, self.config.time_budget_s)
+        env = genome_env(self.config.profile, self.config.dataset, seed, self.config.time_budget_s)
         try:
             outcome = run_genome(
                 path, log, cwd=self.paths.project_dir, env=env,
@@ -248,7 +450,7 @@ class Engine:
             self.archive.finish_evaluation(record.eval_id, interrupted)
             raise
         finished = self.archive.finish_evaluation(record.eval_id, outcome)
-        self.reporter.genome_finished(genome, finished, best(self.results()))
+        self.reporter.genome_finished(genome, finished, self.incumbent(self.results()))
 
 
 def _read_tail(path: Path) -> str:

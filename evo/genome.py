@@ -80,6 +80,7 @@ def genome_path(genome_dir: Path, genome_id: str) -> Path:
 
 
 def log_path(genome_dir: Path, genome_id: str, attempt: int) -> Path:
-    """Where an evaluation's log lives: ``<genome_id>.log``, ``<genome_id>.attempt2.log``, ..."""
+    """Where an evaluation's log lives: ``<genome_id>.log`` for the first evaluation of a
+    genome, ``<genome_id>.attempt2.log`` ... for the next (a replicate or a re-run)."""
     suffix = ".log" if attempt == 1 else f".attempt{attempt}.log"
     return genome_dir / f"{genome_id}{suffix}"

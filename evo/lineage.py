@@ -14,7 +14,7 @@ import networkx as nx
 from rich.text import Text
 from rich.tree import Tree
 
-from evo.results import GenomeResult, best
+from evo.results import GenomeResult
 
 FORMATS = ("dot", "graphml", "json")
 
@@ -44,9 +44,8 @@ def build_graph(results: Sequence[GenomeResult], edges: Iterable[tuple[str, str]
     return graph
 
 
-def best_ancestry(graph: nx.DiGraph, results: Sequence[GenomeResult]) -> set[str]:
-    """The best genome and all its ancestors (empty when nothing completed)."""
-    top = best(results)
+def best_ancestry(graph: nx.DiGraph, top: GenomeResult | None) -> set[str]:
+    """The best genome ``top`` and all its ancestors (empty when ``top`` is ``None``)."""
     if top is None:
         return set()
     return {top.genome_id} | nx.ancestors(graph, top.genome_id)

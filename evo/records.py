@@ -162,3 +162,36 @@ class Outcome:
             "error": self.error,
             "log_tail": self.log_tail,
         }
+
+
+@dataclass(frozen=True)
+class LLMCallRecord:
+    """One call to the LLM mutation operator's model, failed or not.
+
+    Attributes:
+        call_id: archive-wide id, increasing.
+        parent_id: the genome the call proposed a change to.
+        round: 1 for the first answer, 2 for the repair round.
+        outcome: ``ok`` (a new, valid child), or why not: ``bad_answer``, ``apply_error``,
+            ``invalid``, ``duplicate``, ``refusal``, ``truncated``, ``timeout``,
+            ``rate_limited``, ``overloaded``, ``server_error``, ``connection_error``, ``api_error``.
+        cost_usd: from the token counts and the model's price.
+        child_sha256: source hash of the child the answer produced (``ok`` only).
+        child_id: the genome recorded from that child, if the engine recorded it (derived
+            from ``child_sha256`` and the lineage, never stored twice).
+    """
+
+    call_id: int
+    run: str
+    parent_id: str
+    model: str
+    round: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    latency_s: float
+    outcome: str
+    error: str | None
+    child_sha256: str | None
+    created_at: datetime
+    child_id: str | None = None

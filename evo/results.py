@@ -28,6 +28,7 @@ class GenomeResult:
         val_bpb_std: their sample standard deviation (0.0 for a single one).
         n: the number of COMPLETE evaluations.
         last: the evaluation that gave ``state`` (``None`` when PENDING).
+        evaluations: all its evaluations, oldest first (interrupted ones included).
     """
 
     genome: GenomeRecord
@@ -36,6 +37,12 @@ class GenomeResult:
     val_bpb_std: float | None
     n: int
     last: EvaluationRecord | None
+    evaluations: tuple[EvaluationRecord, ...] = ()
+
+    @property
+    def counted(self) -> int:
+        """Evaluations that count: finished, and not INTERRUPTED."""
+        return sum(1 for e in self.evaluations if e.state.is_finished and e.state is not EvalState.INTERRUPTED)
 
     @property
     def genome_id(self) -> str:
@@ -65,7 +72,7 @@ def genome_results(genomes: Iterable[GenomeRecord], evaluations: Iterable[Evalua
         mean = statistics.fmean(scores) if scores else None
         std = statistics.stdev(scores) if len(scores) > 1 else (0.0 if scores else None)
         state = last.state.value if last is not None else PENDING
-        results.append(GenomeResult(genome, state, mean, std, len(scores), last))
+        results.append(GenomeResult(genome, state, mean, std, len(scores), last, tuple(evals)))
     return results
 
 

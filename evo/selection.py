@@ -1,17 +1,24 @@
 """Parent selection and survivors for a (mu + lambda) evolution strategy.
 
 Survivors (mu + lambda, Schwefel 1981; Beyer & Schwefel 2002, "Evolution strategies — a
-comprehensive introduction"): the ``mu`` best COMPLETE genomes among all parents and
-children so far. Parents are drawn from the survivors by tournament selection (Goldberg
-& Deb 1991) on val_bpb; the single best survivor is always a parent once per generation
-(elitism). Failed genomes are never parents.
+comprehensive introduction"): the ``mu`` best COMPLETE genomes (by mean val_bpb) among
+all parents and children so far. Parents are drawn from the survivors by
+
+* tournament selection (Goldberg & Deb 1991): the best of ``size`` random survivors, or
+* linear rank selection (Baker 1985): survivor of rank i (0 = best) is drawn with
+  probability proportional to ``mu - i``,
+
+with elitism (the best survivor is the first parent of each generation). Failed genomes
+are never parents, and a parent that already has ``cap`` children in the current
+generation is not drawn again, so one lucky genome cannot take over the population.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
+from evo.config import SELECTIONS
 from evo.results import GenomeResult, ranked
 
 
@@ -26,33 +33,64 @@ def tournament(pool: Sequence[GenomeResult], rng: random.Random, size: int) -> G
     Raises:
         ValueError: the pool is empty or holds a genome without a val_bpb.
     """
-    if not pool:
-        raise ValueError("no evaluated genome to select a parent from")
-    if any(not r.is_complete for r in pool):
-        raise ValueError("only COMPLETE genomes can be parents")
+    _check(pool)
     contestants = rng.sample(list(pool), min(size, len(pool)))
     return min(contestants, key=lambda r: r.val_bpb)
 
 
+def rank_select(pool: Sequence[GenomeResult], rng: random.Random) -> GenomeResult:
+    """Linear rank selection: weight ``len(pool) - rank`` (best has the largest).
+
+    Raises:
+        ValueError: the pool is empty or holds a genome without a val_bpb.
+    """
+    _check(pool)
+    ordered = sorted(pool, key=lambda r: r.val_bpb)
+    weights = [len(ordered) - i for i in range(len(ordered))]
+    return rng.choices(ordered, weights=weights)[0]
+
+
+def _check(pool: Sequence[GenomeResult]) -> None:
+    if not pool:
+        raise ValueError("no evaluated genome to select a parent from")
+    if any(not r.is_complete for r in pool):
+        raise ValueError("only COMPLETE genomes can be parents")
+
+
 def select_parents(
-    pool: Sequence[GenomeResult], n: int, rng: random.Random, tournament_size: int = 3, elite_first: bool = True
+    pool: Sequence[GenomeResult],
+    n: int,
+    rng: random.Random,
+    method: str = "tournament",
+    tournament_size: int = 3,
+    elite_first: bool = True,
+    children: Mapping[str, int] | None = None,
+    cap: int | None = None,
 ) -> list[GenomeResult]:
-    """``n`` parents for the next ``n`` children.
+    """``n`` parents for one child (``n`` = the operator's number of parents).
 
     Args:
         pool: the survivors (COMPLETE genomes).
-        n: how many parents to draw (with replacement across draws).
+        n: how many parents to draw; distinct when the pool allows.
+        method: ``tournament`` or ``rank``.
         tournament_size: contestants per tournament.
         elite_first: the best genome of ``pool`` is the first parent.
+        children: genome id -> children it already has in this generation.
+        cap: a genome with ``cap`` children is not drawn (ignored if every genome is capped).
 
     Raises:
-        ValueError: the pool is empty.
+        ValueError: the pool is empty, holds a failed genome, or ``method`` is unknown.
     """
-    if not pool:
-        raise ValueError("no evaluated genome to select a parent from")
+    if method not in SELECTIONS:
+        raise ValueError(f"unknown selection {method!r}; choose one of {', '.join(SELECTIONS)}")
+    _check(pool)
+    counts = children or {}
+    open_pool = [r for r in pool if cap is None or counts.get(r.genome_id, 0) < cap] or list(pool)
     parents: list[GenomeResult] = []
     if elite_first and n > 0:
-        parents.append(min(pool, key=lambda r: r.val_bpb))
+        parents.append(min(open_pool, key=lambda r: r.val_bpb))
     while len(parents) < n:
-        parents.append(tournament(pool, rng, tournament_size))
+        remaining = [r for r in open_pool if r not in parents] or open_pool
+        pick = tournament(remaining, rng, tournament_size) if method == "tournament" else rank_select(remaining, rng)
+        parents.append(pick)
     return parents

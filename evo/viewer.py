@@ -29,10 +29,12 @@ from pathlib import Path
 from typing import Any
 
 from evo.archive import Archive
+from evo.config import RunConfig
 from evo.genome import write_atomic
 from evo.lineage import best_ancestry, build_graph
+from evo.noise import declared_best
 from evo.records import RunRecord
-from evo.results import GenomeResult, best
+from evo.results import GenomeResult
 from evo.show import parent_delta, source_diff
 
 TEMPLATE = "viewer.html"
@@ -171,8 +173,8 @@ def page_data(run: RunRecord, results: Sequence[GenomeResult], edges: Sequence[t
         ValueError: an edge names an unknown genome.
     """
     graph = build_graph(results, edges)
-    marked = best_ancestry(graph, results)
-    top = best(results)
+    top = declared_best(results, RunConfig.from_json(run.config_json))
+    marked = best_ancestry(graph, top)
     positions = layout({r.genome_id: r.genome.generation for r in results}, edges)
     by_id = {r.genome_id: r for r in results}
     sources: dict[str, str] = {}

@@ -13,6 +13,7 @@ FAKE_GENOME = textwrap.dedent(
     """A fake genome for engine tests: prints a summary block computed from its constants."""
     import math
     import os
+    import random
     import sys
     import time
 
@@ -22,6 +23,8 @@ FAKE_GENOME = textwrap.dedent(
     DEPTH = 3  # layers
     SLEEP_S = 0.0  # seconds to pretend to train
     BEHAVIOUR = "ok"  # ok | crash | nan | oom | silent
+    NOISE_BPB = 0.0  # std of seed-dependent noise added to val_bpb
+    UNUSED = 1  # changes nothing: a change of it is pure noise
 
     if __name__ == "__main__":
         time.sleep(SLEEP_S)
@@ -37,6 +40,7 @@ FAKE_GENOME = textwrap.dedent(
         if BEHAVIOUR == "silent":
             sys.exit(0)
         bpb = 1.5 + (math.log(LR / 0.01)) ** 2 / 10 + (math.log2(WIDTH / 64)) ** 2 / 50 + 0.01 * DEPTH
+        bpb += NOISE_BPB * random.Random(int(os.environ.get("EVO_SEED", "42"))).gauss(0.0, 1.0)
         print("---")
         print(f"val_bpb: {bpb:.6f}")
         print(f"training_seconds: {SLEEP_S:.1f}")

@@ -113,12 +113,15 @@ def test_start_kill_resume_export(project, env):
     # nothing lost: every evaluation finished before the kill is unchanged
     for eval_id, before in finished_before.items():
         assert archive.evaluation(eval_id) == before
-    # nothing duplicated: one counted evaluation per genome; the killed one re-ran once
-    counted = Counter(e.genome_id for e in evals if e.state is not EvalState.INTERRUPTED)
-    assert sorted(counted.values()) == [1] * 6
+    # nothing duplicated: one counted evaluation per (genome, seed) — replicates use new
+    # seeds — and the evaluation killed mid-way ran again, once, with its own seed
+    counted = Counter((e.genome_id, e.seed) for e in evals if e.state is not EvalState.INTERRUPTED)
+    assert set(counted.values()) == {1}
+    assert sum(counted.values()) >= 6
     interrupted = [e for e in evals if e.state is EvalState.INTERRUPTED]
-    assert [e.genome_id for e in interrupted] == [running[0].genome_id]
-    assert [e.attempt for e in evals if e.genome_id == running[0].genome_id] == [1, 2]
+    assert [(e.genome_id, e.seed) for e in interrupted] == [(running[0].genome_id, running[0].seed)]
+    again = [e for e in evals if (e.genome_id, e.seed) == (running[0].genome_id, running[0].seed)]
+    assert len(again) == 2 and again[1].state.is_finished and again[1].attempt == again[0].attempt + 1
     # lineage: a DAG from the seed; every edge joins known genomes, parents are older and completed
     edges = archive.edges("e2e")
     graph = nx.DiGraph(edges)

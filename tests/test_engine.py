@@ -61,6 +61,7 @@ def test_generations_select_complete_parents_and_never_repeat_a_genome(tmp_path,
     results = genome_results(archive.genomes("r"), archive.evaluations("r"))
     assert len(results) == 9
     assert Counter(r.genome.generation for r in results) == {0: 3, 1: 3, 2: 3}
+    assert results[0].n == 3  # the seed's replicates measure the noise floor
     seed = results[0]
     assert seed.genome.operator == "seed" and seed.genome.parents == ()
     assert all(r.genome.parents == (seed.genome_id,) for r in results[1:3])
@@ -72,12 +73,16 @@ def test_generations_select_complete_parents_and_never_repeat_a_genome(tmp_path,
             assert by_id[parent].genome.generation < r.genome.generation
     assert len({r.genome.normalized_sha256 for r in results}) == 9
     assert top.genome_id == best(results).genome_id and top.val_bpb <= seed.val_bpb
-    # every child's code differs from its parent exactly where its description says
+    # every child's code differs from its parent (a crossover's: its base, either parent,
+    # since lineage keeps no order) exactly where its description says
     for r in results[1:]:
-        parent = archive.source(by_id[r.genome.parents[0]].genome.source_sha256)
-        before, after = read_constants(parent), read_constants(archive.source(r.genome.source_sha256))
-        changed = {n for n in before if before[n].value != after[n].value}
-        assert changed and all(n in r.genome.description for n in changed)
+        after = read_constants(archive.source(r.genome.source_sha256))
+        explained = []
+        for parent_id in r.genome.parents:
+            before = read_constants(archive.source(by_id[parent_id].genome.source_sha256))
+            changed = {n for n in before if before[n].value != after[n].value}
+            explained.append(bool(changed) and all(n in r.genome.description for n in changed))
+        assert any(explained), r.genome.description
     assert (tmp_path / "genomes" / "r" / "g0008.py").is_file()
     assert (tmp_path / "genomes" / "r" / "g0008.log").is_file()
 
@@ -97,13 +102,15 @@ def test_interrupt_then_resume_loses_and_duplicates_nothing(tmp_path, fake_genom
     evals = archive.evaluations("r")
     results = genome_results(archive.genomes("r"), evals)
     assert len(results) == 9 and all(r.is_complete for r in results)
-    counted = Counter(e.genome_id for e in evals if e.state is not EvalState.INTERRUPTED)
-    assert set(counted.values()) == {1}  # one counted evaluation per genome
+    # one counted evaluation per (genome, seed): replicates use new seeds, nothing ran twice
+    counted = Counter((e.genome_id, e.seed) for e in evals if e.state is not EvalState.INTERRUPTED)
+    assert set(counted.values()) == {1}
     for eval_id, before in finished_before.items():  # finished records never change
         assert archive.evaluation(eval_id) == before
-    rerun = [e for e in evals if e.genome_id == interrupted.genome_id]
-    assert [e.attempt for e in rerun] == [1, 2] and rerun[1].state is EvalState.COMPLETE
-    assert rerun[1].log_path.endswith(".attempt2.log")
+    rerun = [e for e in evals if e.genome_id == interrupted.genome_id and e.seed == interrupted.seed]
+    assert [e.state for e in rerun] == [EvalState.INTERRUPTED, EvalState.COMPLETE]
+    assert rerun[1].attempt == rerun[0].attempt + 1
+    assert rerun[1].log_path.endswith(f".attempt{rerun[1].attempt}.log")
 
 
 def test_generation_zero_without_a_complete_genome_stops_the_run(tmp_path, fake_genome):

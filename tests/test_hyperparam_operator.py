@@ -21,6 +21,7 @@ BEFORE = textwrap.dedent(
     TOTAL_BATCH_SIZE = 2**19  # tokens per optimizer step
     DEVICE_BATCH_SIZE = 128  # rows per forward pass
     MATRIX_LR = 0.04  # Muon learning rate
+    MUON_MOMENTUM = 0.95  # Nesterov momentum
     ADAM_BETAS = (0.8, 0.95)  # AdamW betas
     WARMDOWN_RATIO = 0.5  # fraction of the budget spent decaying
     WARMUP_RATIO = 0.0  # fraction of the budget spent warming up
@@ -44,6 +45,7 @@ AFTER = textwrap.dedent(
     TOTAL_BATCH_SIZE = 2**18  # tokens per optimizer step
     DEVICE_BATCH_SIZE = 128  # rows per forward pass
     MATRIX_LR = 0.05  # Muon learning rate
+    MUON_MOMENTUM = 0.95  # Nesterov momentum
     ADAM_BETAS = (0.9, 0.99)  # AdamW betas
     WARMDOWN_RATIO = 0.5  # fraction of the budget spent decaying
     WARMUP_RATIO = 0.0  # fraction of the budget spent warming up
@@ -61,7 +63,7 @@ AFTER = textwrap.dedent(
 def test_read_constants_finds_the_module_level_block_only():
     constants = read_constants(BEFORE)
     assert list(constants) == [
-        "DEPTH", "TOTAL_BATCH_SIZE", "DEVICE_BATCH_SIZE", "MATRIX_LR", "ADAM_BETAS", "WARMDOWN_RATIO",
+        "DEPTH", "TOTAL_BATCH_SIZE", "DEVICE_BATCH_SIZE", "MATRIX_LR", "MUON_MOMENTUM", "ADAM_BETAS", "WARMDOWN_RATIO",
         "WARMUP_RATIO", "WINDOW_PATTERN", "USE_COMPILE", "FINAL_EVAL_BATCH_SIZE",
     ]
     assert constants["TOTAL_BATCH_SIZE"].value == 2**19 and constants["TOTAL_BATCH_SIZE"].power_of == 2
@@ -92,6 +94,8 @@ def test_perturb_keeps_types_and_invariants(seed):
     assert device_batch in (64, 256)
     lr = perturb(constants["MATRIX_LR"], rng)
     assert isinstance(lr, float) and lr > 0 and lr != 0.04
+    momentum = perturb(constants["MUON_MOMENTUM"], rng)
+    assert 0 < momentum < 1 and momentum != 0.95  # a momentum stays a momentum
     betas = perturb(constants["ADAM_BETAS"], rng)
     assert len(betas) == 2 and all(0 < b < 1 for b in betas) and betas != (0.8, 0.95)
     warmdown = perturb(constants["WARMDOWN_RATIO"], rng)

@@ -41,12 +41,15 @@ class Context:
             failure kinds and log tails), oldest first.
         profile: the run's harness profile.
         time_budget_s: training seconds per genome.
+        program: the project's program.md, the research instructions for the LLM operator
+            (read by the engine at every proposal, so edits take effect during a run).
     """
 
     complete: tuple[tuple[str, float], ...] = ()
     results: tuple[GenomeResult, ...] = ()
     profile: str = ""
     time_budget_s: float = 0.0
+    program: str = ""
 
 
 class Status(str, enum.Enum):

@@ -72,6 +72,11 @@ def _perturb_fraction(value: float, rng: random.Random) -> float | None:
     return None
 
 
+def _is_fraction_name(name: str) -> bool:
+    """Momentum and beta coefficients live in (0, 1) and move in log(1 - value)."""
+    return "MOMENTUM" in name or "BETA" in name
+
+
 def perturb(constant: Constant, rng: random.Random, choices: Mapping[str, Sequence[str]] = STRING_CHOICES) -> Any:
     """A new value for one constant, or ``None`` when it has no sensible neighbour.
 
@@ -84,6 +89,8 @@ def perturb(constant: Constant, rng: random.Random, choices: Mapping[str, Sequen
     if isinstance(value, int):
         return _perturb_int(value, constant.power_of, rng)
     if isinstance(value, float):
+        if _is_fraction_name(constant.name) and 0.0 < value < 1.0:
+            return _perturb_fraction(value, rng)
         return _perturb_float(constant.name, value, rng)
     if isinstance(value, str):
         options = [c for c in choices.get(constant.name, ()) if c != value]

@@ -1,0 +1,227 @@
+"""Hyperparameter proposals from an optuna sampler that has seen the whole run.
+
+The search space is derived from the parent's ALL_CAPS block: positive floats get a
+log-scale range around their value, ints an integer range (powers of two move on their
+exponent), ratios stay in [0, 1], betas in (0, 1), strings and booleans are categorical.
+Every COMPLETE genome of the run with the same constant names becomes a finished trial
+(its val_bpb the objective), so the study is rebuilt from the archive on every proposal
+and a resumed run keeps its knowledge. The sampler then asks for one new point.
+
+Samplers: TPE (Bergstra et al. 2011, "Algorithms for Hyper-Parameter Optimization";
+optuna's TPESampler) by default, CMA-ES (Hansen 2016, "The CMA Evolution Strategy: A
+Tutorial"; optuna's CmaEsSampler, needs the ``cmaes`` package) as an option.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+
+from evo.config import FROZEN_CONSTANTS, STRING_CHOICES
+from evo.operators.base import Context, OperatorResult, Parent
+from evo.operators.cst_tools import Constant, describe_change, read_constants, set_constants
+from evo.operators.hyperparam import POWER_OF_TWO_MIN, _is_fraction_name, _is_power_of_two
+
+RANGE_FACTOR = 4.0  # a float or int may move to [value / 4, value * 4]
+SAMPLERS = ("tpe", "cmaes")
+SUBSPACE_SIZE = 3  # constants one proposal searches; the others keep the parent's values
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _is_pow2_param(constant: Constant) -> bool:
+    v = constant.value
+    return isinstance(v, int) and not isinstance(v, bool) and (
+        constant.power_of == 2 or (_is_power_of_two(v) and v >= POWER_OF_TWO_MIN)
+    )
+
+
+def search_space(
+    constants: Mapping[str, Constant],
+    observed: Sequence[Mapping[str, Constant]] = (),
+    frozen: frozenset[str] = FROZEN_CONSTANTS,
+) -> dict[str, BaseDistribution]:
+    """Optuna distributions for the genome's mutable constants.
+
+    Parameter names are the constant names; a power of two is searched on its exponent
+    (``NAME:log2``), a tuple element by index (``NAME[0]``). Each range spans the
+    parent's value / 4 to x 4 and is widened to hold every ``observed`` genome's value,
+    so no evaluated genome falls outside the study. Constants with no sensible range
+    (zero-valued floats that are not ratios, negative numbers, free strings) are left
+    out and keep the parent's value.
+
+    Returns:
+        param name -> distribution.
+    """
+    def seen(name: str) -> list:
+        return [o[name].value for o in observed if name in o and type(o[name].value) is type(constants[name].value)]
+
+    space: dict[str, BaseDistribution] = {}
+    for name, c in constants.items():
+        if name in frozen:
+            continue
+        v = c.value
+        if isinstance(v, bool):
+            space[name] = CategoricalDistribution((False, True))
+        elif _is_pow2_param(c):
+            exps = [round(math.log2(x)) for x in seen(name) if x > 0 and _is_power_of_two(x)]
+            e = round(math.log2(v))
+            space[f"{name}:log2"] = IntDistribution(max(0, min([e - 2, *exps])), max([e + 2, *exps]))
+        elif isinstance(v, int) and v > 0:
+            xs = [x for x in seen(name) if x > 0]
+            low = min([max(1, math.floor(v / RANGE_FACTOR)), *xs])
+            space[name] = IntDistribution(low, max([v + 2, math.ceil(v * RANGE_FACTOR), *xs]), log=True)
+        elif isinstance(v, float) and name.endswith(("_RATIO", "_FRAC")) and 0.0 <= v <= 1.0:
+            space[name] = FloatDistribution(0.0, 1.0)
+        elif isinstance(v, float) and _is_fraction_name(name) and 0.0 < v < 1.0:
+            space[name] = _fraction_distribution(v, [x for x in seen(name) if 0.0 < x < 1.0])
+        elif isinstance(v, float) and v > 0 and math.isfinite(v):
+            xs = [x for x in seen(name) if x > 0 and math.isfinite(x)]
+            space[name] = FloatDistribution(min([v / RANGE_FACTOR, *xs]), max([v * RANGE_FACTOR, *xs]), log=True)
+        elif isinstance(v, str) and name in STRING_CHOICES:
+            space[name] = CategoricalDistribution(tuple(dict.fromkeys((v, *STRING_CHOICES[name]))))
+        elif isinstance(v, tuple):
+            for i, x in enumerate(v):
+                if isinstance(x, float) and 0.0 < x < 1.0:
+                    xs = [t[i] for t in seen(name) if len(t) > i and isinstance(t[i], float) and 0.0 < t[i] < 1.0]
+                    space[f"{name}[{i}]"] = _fraction_distribution(x, xs)
+    return space
+
+
+def _fraction_distribution(x: float, observed: Sequence[float]) -> FloatDistribution:
+    """A coefficient in (0, 1) such as a beta: 1 - x may shrink or grow by RANGE_FACTOR."""
+    lo, hi = 1.0 - (1.0 - x) * RANGE_FACTOR, 1.0 - (1.0 - x) / RANGE_FACTOR
+    return FloatDistribution(min([max(0.0, lo), *observed]), max([min(0.9999, hi), *observed]))
+
+
+def to_params(constants: Mapping[str, Constant], space: Mapping[str, BaseDistribution]) -> dict[str, Any] | None:
+    """A genome's constants as a point of ``space``, or ``None`` if it lies outside."""
+    params: dict[str, Any] = {}
+    for param, dist in space.items():
+        name, _, rest = param.partition(":")
+        index = None
+        if "[" in name:
+            name, idx = name[:-1].split("[")
+            index = int(idx)
+        if name not in constants:
+            return None
+        value = constants[name].value
+        if index is not None:
+            if not isinstance(value, tuple) or index >= len(value):
+                return None
+            value = value[index]
+        if rest == "log2":
+            if not (isinstance(value, int) and _is_power_of_two(value)):
+                return None
+            value = round(math.log2(value))
+        if isinstance(dist, CategoricalDistribution):
+            if value not in dist.choices:
+                return None
+        elif not (dist.low <= value <= dist.high) or (isinstance(dist, IntDistribution) and not isinstance(value, int)):
+            return None
+        params[param] = value
+    return params
+
+
+def from_params(constants: Mapping[str, Constant], params: Mapping[str, Any]) -> dict[str, Any]:
+    """Constant values (name -> value) for a point, rounded as a human would write them."""
+    values: dict[str, Any] = {}
+    for param, x in params.items():
+        name, _, rest = param.partition(":")
+        if "[" in name:
+            name, idx = name[:-1].split("[")
+            base = list(values.get(name, constants[name].value))
+            base[int(idx)] = round(float(x), 4)
+            values[name] = tuple(base)
+        elif rest == "log2":
+            values[name] = 2 ** int(x)
+        elif isinstance(x, float):
+            values[name] = float(f"{x:.3g}")
+        else:
+            values[name] = x
+    return values
+
+
+def build_study(space: Mapping[str, BaseDistribution], history: Sequence[tuple[str, float]], sampler: optuna.samplers.BaseSampler) -> optuna.Study:
+    """An in-memory study holding one COMPLETE trial per genome of ``history`` inside ``space``.
+
+    Genomes whose values fall outside ``space`` (or that libcst cannot read) are left out.
+    """
+    study = optuna.create_study(direction="minimize", sampler=sampler)
+    for code, val_bpb in history:
+        try:
+            constants = read_constants(code)
+        except Exception:  # noqa: BLE001 -- a genome libcst cannot read is simply not a trial
+            continue
+        params = to_params(constants, space)
+        if params is None:
+            continue
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=dict(space), value=val_bpb))
+    return study
+
+
+class OptunaProposal:
+    """Ask an optuna sampler, fed with every evaluated genome sharing the parent's constants.
+
+    Each proposal searches ``subspace_size`` randomly chosen constants (a random subspace,
+    as in coordinate-wise search); the study's trials cover those constants' values in
+    every genome of the history.
+
+    Args:
+        sampler: ``tpe`` (default) or ``cmaes``.
+        subspace_size: constants searched per proposal.
+    """
+
+    name = "optuna"
+    n_parents = 1
+
+    def __init__(self, sampler: str = "tpe", subspace_size: int = SUBSPACE_SIZE) -> None:
+        if sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+        self.sampler_name = sampler
+        self.subspace_size = subspace_size
+
+    def _sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+        if self.sampler_name == "cmaes":
+            return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5, multivariate=True)
+
+    def propose(self, parents: Sequence[Parent], rng: random.Random, context: Context) -> OperatorResult:
+        (parent,) = parents
+        try:
+            constants = read_constants(parent.code)
+        except Exception as exc:  # noqa: BLE001
+            return OperatorResult.fail(f"cannot read the hyperparameters: {exc}")
+        if not search_space(constants):
+            return OperatorResult.skip("the genome has no hyperparameter optuna can search")
+        names = set(constants)
+        shared = [(code, bpb, c) for code, bpb in context.complete if (c := _constants(code)) and set(c) == names]
+        space = search_space(constants, [c for _, _, c in shared])
+        # Search a random subspace of a few constants, the rest held at the parent's values:
+        # with the handful of trials a run has, a sampler over the whole block is close to
+        # random search and changes everything at once (an unattributable jump).
+        names_in_space = sorted({p.partition(":")[0].split("[")[0] for p in space})
+        chosen = set(rng.sample(names_in_space, min(self.subspace_size, len(names_in_space))))
+        space = {p: d for p, d in space.items() if p.partition(":")[0].split("[")[0] in chosen}
+        study = build_study(space, [(code, bpb) for code, bpb, _ in shared], self._sampler(rng.randrange(2**31)))
+        trial = study.ask(dict(space))
+        values = from_params(constants, trial.params)
+        changes = {n: v for n, v in values.items() if v != constants[n].value}
+        if not changes:
+            return OperatorResult.skip("the sampler proposed the parent's own values")
+        ordered = sorted(changes, key=lambda n: constants[n].line)
+        trials = len(study.trials) - 1
+        description = ", ".join(describe_change(n, constants[n].value, changes[n]) for n in ordered)
+        return OperatorResult.ok(set_constants(parent.code, changes), f"{description} (optuna {self.sampler_name}, {trials} trials)")
+
+
+def _constants(code: str) -> dict[str, Constant] | None:
+    try:
+        return read_constants(code)
+    except Exception:  # noqa: BLE001 -- a genome libcst cannot read is not a trial
+        return None

@@ -1,0 +1,187 @@
+"""Noise awareness, the optuna operator (and its memory across resume), crossover, selection."""
+
+from __future__ import annotations
+
+import random
+import textwrap
+from datetime import datetime
+
+import pytest
+from test_engine import Recorder
+
+from evo.archive import Archive
+from evo.config import Paths, RunConfig
+from evo.engine import Engine
+from evo.noise import incumbent, is_improvement, noise_sigma
+from evo.operators import Context, OptunaProposal, Parent, Status, UniformCrossover
+from evo.operators.cst_tools import read_constants, set_constants
+from evo.operators.optuna_sampler import build_study, search_space
+from evo.records import EvalState, EvaluationRecord, GenomeRecord
+from evo.results import GenomeResult, genome_results
+from evo.selection import select_parents
+
+
+def _engine(tmp_path, config: RunConfig) -> tuple[Engine, Archive]:
+    paths = Paths.for_project(tmp_path)
+    archive = Archive(paths.archive_path)
+    if config.run not in {r.run for r in archive.list_runs()}:
+        archive.create_run(config, 1.0, tmp_path)
+    return Engine(paths, archive, config, 1.0, "cpu", Recorder()), archive
+
+
+def _result(gid: str, values: list[float], created: int = 0, operator: str = "hyperparam") -> GenomeResult:
+    genome = GenomeRecord("r", gid, 0, operator, gid, gid, gid, datetime(2026, 1, 1, 0, 0, created))
+    evals = tuple(
+        EvaluationRecord(i, "r", gid, i + 1, EvalState.COMPLETE, genome.created_at, genome.created_at, 42 + i, "cpu",
+                         "x.log", metrics={"val_bpb": v})
+        for i, v in enumerate(values)
+    )
+    return genome_results([genome], evals)[0]
+
+
+# ---------------------------------------------------------------------------- noise
+
+
+def test_incumbent_needs_a_margin_and_replicates():
+    seed = _result("g0000", [1.500, 1.510, 1.490], 0, "seed")  # sigma = 0.01
+    sigma = noise_sigma([seed])
+    assert sigma == pytest.approx(0.01)
+    within = _result("g0001", [1.490, 1.495], 1)  # 0.0075 better: inside 2 sigma
+    lucky = _result("g0002", [1.300], 2)  # far better, but a single evaluation
+    better = _result("g0003", [1.450, 1.460], 3)  # 0.045 better with 2 replicates
+    assert not is_improvement(within, seed, sigma, 2.0)
+    assert incumbent([seed, within, lucky], sigma, 2.0, 2).genome_id == "g0000"
+    assert incumbent([seed, within, lucky, better], sigma, 2.0, 2).genome_id == "g0003"
+    assert better.val_bpb_std == pytest.approx(0.00707, abs=1e-4) and better.n == 2
+
+
+def test_noise_only_change_is_not_an_improvement_but_a_real_one_is(tmp_path, fake_genome):
+    noisy = set_constants(fake_genome, {"NOISE_BPB": 0.01})
+    config = RunConfig(run="n", profile="cpu", population=1, generations=1, operators={"hyperparam": 1.0})
+    engine, archive = _engine(tmp_path, config)
+    engine.run(noisy)  # generation 0: the seed, evaluated with 3 seeds
+    (seed,) = engine.results()
+    assert seed.n == 3 and sorted(e.seed for e in seed.evaluations) == [42, 43, 44]
+    sigma = noise_sigma(engine.results())
+    assert sigma > 0.001
+    assert archive.noise_floor("n")[1] == pytest.approx(sigma)
+
+    seed_code = archive.source(seed.genome.source_sha256)
+    noise_only = archive.add_genome("n", 1, "hyperparam", "UNUSED 1 -> 2", set_constants(seed_code, {"UNUSED": 2}),
+                                    [seed.genome_id])
+    better = archive.add_genome("n", 1, "hyperparam", "LR 0.04 -> 0.02", set_constants(seed_code, {"LR": 0.02}),
+                                [seed.genome_id])
+    engine, archive = _engine(tmp_path, RunConfig(**{**config.__dict__, "generations": 2, "population": 2}))
+    top = engine.run(None)
+    by_id = {r.genome_id: r for r in engine.results()}
+    assert top.genome_id == better.genome_id  # a genuine improvement is accepted ...
+    assert by_id[better.genome_id].n >= 2  # ... after re-evaluation with a new seed
+    assert not is_improvement(by_id[noise_only.genome_id], by_id[seed.genome_id], sigma, 2.0)
+    assert by_id[noise_only.genome_id].n == 1  # no replicate wasted on a change within the noise
+
+
+# ---------------------------------------------------------------------------- optuna
+
+
+def test_optuna_search_space_respects_types(fake_genome):
+    space = search_space(read_constants(fake_genome))
+    assert "WIDTH:log2" in space and space["WIDTH:log2"].low == 6 and space["WIDTH:log2"].high == 10
+    assert space["LR"].log and space["LR"].low == pytest.approx(0.01)
+    assert "BEHAVIOUR" not in space and "NOISE_BPB" not in space  # free string; zero float
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_optuna_child_values_are_valid(fake_genome, seed):
+    result = OptunaProposal().propose([Parent("g0", fake_genome, 1.8)], random.Random(seed), Context())
+    assert result.status is Status.OK
+    after = read_constants(result.code)
+    width = after["WIDTH"].value
+    assert width & (width - 1) == 0 and 64 <= width <= 1024  # powers of two stay powers of two
+    assert isinstance(after["DEPTH"].value, int) and after["DEPTH"].value >= 1
+    assert 0.01 <= after["LR"].value <= 0.16
+
+
+def test_resume_keeps_the_optuna_history(tmp_path, fake_genome):
+    config = RunConfig(run="o", profile="cpu", population=3, generations=2, operators={"optuna": 1.0},
+                       noise_replicates=1, best_replicates=1)
+    engine, archive = _engine(tmp_path, config)
+    engine.run(fake_genome)
+    complete = [r for r in engine.results() if r.is_complete]
+    assert len(complete) == 6
+
+    resumed, _ = _engine(tmp_path, config)  # a new engine over the same archive, as `evo resume` builds
+    context = resumed.context(resumed.results())
+    assert len(context.complete) == 6
+    space = search_space(read_constants(fake_genome), [read_constants(code) for code, _ in context.complete])
+    study = build_study(space, context.complete, OptunaProposal()._sampler(0))
+    assert len(study.trials) == 6
+    assert sorted(t.value for t in study.trials) == sorted(r.val_bpb for r in complete)
+    parent = Parent(complete[0].genome_id, resumed.source(complete[0].genome), complete[0].val_bpb)
+    with_history = OptunaProposal().propose([parent], random.Random(5), context)
+    assert "6 trials" in with_history.description
+    again = OptunaProposal().propose([parent], random.Random(5), resumed.context(resumed.results()))
+    assert again.code == with_history.code  # the rebuilt study gives the same proposal
+    fresh = OptunaProposal().propose([parent], random.Random(5), Context())
+    assert "0 trials" in fresh.description
+
+
+# ---------------------------------------------------------------------------- crossover
+
+A = textwrap.dedent("""\
+    LR = 0.04  # lr
+    WIDTH = 2**8  # width
+    DEPTH = 3  # depth
+    ONLY_A = 1  # a's own
+    """)
+B = textwrap.dedent("""\
+    LR = 0.02  # lr
+    WIDTH = 2**6  # width
+    DEPTH = 3  # depth
+    """)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_uniform_crossover_mixes_shared_constants(seed):
+    result = UniformCrossover().propose([Parent("g1", A, 1.0), Parent("g2", B, 1.1)], random.Random(seed), Context())
+    assert result.status is Status.OK
+    child = read_constants(result.code)
+    from_b = {n for n in ("LR", "WIDTH") if child[n].value == read_constants(B)[n].value}
+    assert len(from_b) == 1  # a proper mix: neither parent copied
+    assert child["ONLY_A"].value == 1 and child["DEPTH"].value == 3
+    assert "# width" in result.code  # the first parent's code, comments and all
+    assert result.description.startswith("crossover g1 x g2")
+
+
+def test_crossover_child_has_both_parents_in_the_lineage(tmp_path, fake_genome):
+    config = RunConfig(run="x", profile="cpu", population=5, generations=3,
+                       operators={"hyperparam": 0.5, "crossover": 0.5}, noise_replicates=1, best_replicates=1)
+    engine, archive = _engine(tmp_path, config)
+    engine.run(fake_genome)
+    crossed = [g for g in archive.genomes("x") if g.operator == "crossover"]
+    assert crossed, "no crossover child in three generations"
+    for g in crossed:
+        assert len(g.parents) == 2
+        assert {(p, g.genome_id) for p in g.parents} <= set(archive.edges("x"))
+
+
+# ---------------------------------------------------------------------------- selection
+
+
+def test_selection_caps_children_per_parent_and_skips_failures():
+    pool = [_result(f"g{i}", [1.0 + i / 10]) for i in range(4)]
+    rng = random.Random(0)
+    for method in ("tournament", "rank"):
+        picks = [select_parents(pool, 1, rng, method, elite_first=False, children={"g0": 2}, cap=2)[0].genome_id
+                 for _ in range(200)]
+        assert "g0" not in picks  # the best is capped for this generation
+        assert set(picks) <= {"g1", "g2", "g3"}
+    failed = genome_results([GenomeRecord("r", "bad", 0, "x", "", "", "", datetime(2026, 1, 1))], [])
+    with pytest.raises(ValueError, match="COMPLETE"):
+        select_parents(pool + failed, 1, rng)
+
+
+def test_rank_selection_prefers_better_genomes():
+    pool = [_result(f"g{i}", [1.0 + i / 10]) for i in range(4)]
+    rng = random.Random(1)
+    picks = [select_parents(pool, 1, rng, "rank", elite_first=False)[0].genome_id for _ in range(2000)]
+    assert picks.count("g0") > picks.count("g1") > picks.count("g2") > picks.count("g3") > 0
