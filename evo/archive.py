@@ -33,7 +33,15 @@ from tenacity import retry, retry_if_exception, stop_after_delay, wait_random_ex
 
 from evo.config import RunConfig
 from evo.genome import normalized_sha256, source_sha256
-from evo.records import EvalState, EvaluationRecord, GenomeRecord, LLMCallRecord, Outcome, RunRecord
+from evo.records import (
+    SUMMARY_KEYS,
+    EvalState,
+    EvaluationRecord,
+    GenomeRecord,
+    LLMCallRecord,
+    Outcome,
+    RunRecord,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -67,6 +75,8 @@ CREATE TABLE IF NOT EXISTS lineage (
     child_id VARCHAR NOT NULL,
     PRIMARY KEY (run, parent_id, child_id)
 );
+-- the parents' order matters (a crossover child is built on its first parent's code)
+ALTER TABLE lineage ADD COLUMN IF NOT EXISTS parent_index INTEGER DEFAULT 0;
 CREATE TABLE IF NOT EXISTS noise_floor (
     run VARCHAR PRIMARY KEY,
     genome_id VARCHAR NOT NULL,
@@ -122,17 +132,7 @@ CREATE TABLE IF NOT EXISTS llm_calls (
 """
 
 # Metric keys that also get a column of their own, for direct SQL queries.
-METRIC_COLUMNS = (
-    "val_bpb",
-    "training_seconds",
-    "total_seconds",
-    "peak_vram_mb",
-    "mfu_percent",
-    "total_tokens_M",
-    "num_steps",
-    "num_params_M",
-    "depth",
-)
+METRIC_COLUMNS = SUMMARY_KEYS
 
 _EVAL_COLUMNS = (
     "eval_id, run, genome_id, attempt, state, started_at, finished_at, seed, device, log_path, "
@@ -304,8 +304,11 @@ class Archive:
                 "INSERT INTO genomes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [run, genome_id, seq, generation, operator, description, sha, norm, created],
             )
-            for parent in dict.fromkeys(parents):
-                con.execute("INSERT INTO lineage VALUES (?, ?, ?)", [run, parent, genome_id])
+            for index, parent in enumerate(dict.fromkeys(parents)):
+                con.execute(
+                    "INSERT INTO lineage (run, parent_id, child_id, parent_index) VALUES (?, ?, ?, ?)",
+                    [run, parent, genome_id, index],
+                )
         return GenomeRecord(run, genome_id, generation, operator, description, sha, norm, created, tuple(parents))
 
     def genomes(self, run: str) -> list[GenomeRecord]:
@@ -316,7 +319,9 @@ class Archive:
                 "FROM genomes WHERE run = ? ORDER BY seq",
                 [run],
             ).fetchall()
-            edges = con.execute("SELECT parent_id, child_id FROM lineage WHERE run = ? ORDER BY parent_id", [run]).fetchall()
+            edges = con.execute(
+                "SELECT parent_id, child_id FROM lineage WHERE run = ? ORDER BY child_id, parent_index", [run]
+            ).fetchall()
         parents: dict[str, list[str]] = {}
         for parent, child in edges:
             parents.setdefault(child, []).append(parent)

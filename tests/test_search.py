@@ -90,9 +90,11 @@ def test_optuna_search_space_respects_types(fake_genome):
     assert "BEHAVIOUR" not in space and "NOISE_BPB" not in space  # free string; zero float
 
 
+@pytest.mark.parametrize("sampler", ["tpe", "cmaes"])
 @pytest.mark.parametrize("seed", range(10))
-def test_optuna_child_values_are_valid(fake_genome, seed):
-    result = OptunaProposal().propose([Parent("g0", fake_genome, 1.8)], random.Random(seed), Context())
+def test_optuna_child_values_are_valid(fake_genome, seed, sampler):
+    history = Context(complete=((fake_genome, 1.8), (set_constants(fake_genome, {"LR": 0.02}), 1.7)))
+    result = OptunaProposal(sampler).propose([Parent("g0", fake_genome, 1.8)], random.Random(seed), history)
     assert result.status is Status.OK
     after = read_constants(result.code)
     width = after["WIDTH"].value
