@@ -21,8 +21,14 @@ Configuration is read from the environment once, at import:
     EVO_SEED         int (default 42); python ``random``, numpy and torch are seeded with it
     EVO_CACHE_DIR    default ~/.cache/evo
     EVO_DATA_URL     override of the parquet dataset's base URL (tests use 127.0.0.1)
+    EVO_EXPORT_DIR   set by evo when it runs a genome: ``evaluate_bpb`` then exports the
+                     model there (torch.export) for evo's trusted evaluator, and scores a
+                     fixed slice of the training split; ``make_dataloader(..., "val")`` is
+                     refused (validation data is evo's, never the genome's)
 
-Cache layout: ``<cache>/<dataset>/`` holds the parquet shards (if any) and
+Cache layout: ``<cache>/<dataset>/`` holds the parquet shards (for sotu: the two splits as
+``sotu-train.parquet`` and ``sotu-val.parquet``, so a genome's sandbox can be given the
+train split alone) and
 ``<cache>/<dataset>/tokenizer-<VOCAB_SIZE>/`` holds ``tokenizer.pkl`` (a pickled tiktoken
 Encoding) and ``token_bytes.pt`` (int32 UTF-8 byte length of each token id, 0 for specials).
 
@@ -241,6 +247,8 @@ VOCAB_SIZE = _SETTINGS.vocab_size
 CACHE_DIR = str(_SETTINGS.cache_dir)
 DATA_DIR = str(_SETTINGS.data_dir)
 TOKENIZER_DIR = str(_SETTINGS.tokenizer_dir)
+# Under evo (see the module docstring): where evaluate_bpb exports the model; None outside evo.
+EXPORT_DIR = _env(os.environ, "EVO_EXPORT_DIR")
 
 # Genomes get their randomness through the harness: one seed for every generator.
 # (torch.manual_seed only queues the CUDA seeding; it does not initialise CUDA.)
@@ -271,9 +279,25 @@ def _paragraphs(text: str) -> list[str]:
     return [p.strip() for p in parts if p.strip()]
 
 
+def _sotu_split_path(s: Settings, split: str) -> Path:
+    """Where prepare() caches the paragraphs of a sotu split (a parquet file, ``text`` column)."""
+    return s.cache_dir / "sotu" / f"sotu-{split}.parquet"
+
+
 @functools.lru_cache(maxsize=2)
 def _sotu_documents(split: str) -> tuple[str, ...]:
-    """Paragraphs of the sotu train or val speeches, in file order (val never leaks into train)."""
+    """Paragraphs of the sotu train or val speeches, in file order (val never leaks into train).
+
+    Read from the split's cached parquet file when prepare() wrote it (the only sotu data a
+    genome's sandbox holds), else from the sotu package's text files.
+    """
+    cached = _sotu_split_path(_SETTINGS, split)
+    if cached.is_file():
+        return tuple(_parquet_texts([cached]))
+    return _sotu_documents_from_package(split)
+
+
+def _sotu_documents_from_package(split: str) -> tuple[str, ...]:
     files = _sotu_speech_files()
     val_idx = set(range(SOTU_VAL_EVERY - 1, len(files), SOTU_VAL_EVERY))
     val = [p for i, f in enumerate(files) if i in val_idx for p in _paragraphs(f.read_text(encoding="utf-8"))]
@@ -308,18 +332,20 @@ def _parquet_texts(paths: list[Path]) -> Iterator[str]:
             yield from pf.read_row_group(rg, columns=["text"]).column("text").to_pylist()
 
 
-def _document_batches(s: Settings, split: str) -> Iterator[tuple[list[str], int]]:
+def _document_batches(s: Settings, split: str, fixed_order: bool = False) -> Iterator[tuple[list[str], int]]:
     """Infinite stream of (documents, epoch), epoch counting from 1.
 
     sotu train paragraphs are reshuffled every epoch (seeded by EVO_SEED and the epoch);
-    sotu val paragraphs have one fixed order so any eval prefix spans all eras. Parquet
-    shards are streamed in order (climbmix is pre-shuffled), as autoresearch does.
+    sotu val paragraphs (and train ones with ``fixed_order``) have one fixed order so any
+    eval prefix spans all eras. Parquet shards are streamed in order (climbmix is
+    pre-shuffled), as autoresearch does.
     """
     epoch = 1
+    fixed = fixed_order or split == "val"
     while True:
         if DATASETS[s.dataset].kind == "sotu":
             docs = list(_sotu_documents(split))
-            random.Random(VAL_ORDER_SEED if split == "val" else s.seed * 1_000_003 + epoch).shuffle(docs)
+            random.Random(VAL_ORDER_SEED if fixed else s.seed * 1_000_003 + epoch).shuffle(docs)
             texts: Iterator[str] = iter(docs)
         else:
             texts = _parquet_texts(_parquet_paths(s, split))
@@ -696,15 +722,34 @@ def make_dataloader(
     through pinned memory with a non-blocking copy. Each batch is a fresh tensor.
 
     Raises:
-        ValueError: split is not "train" or "val", or B, T < 1.
+        ValueError: split is not "train" or "val", or B, T < 1; or split is "val" inside a
+            genome run by evo (validation data is scored by evo alone).
         FileNotFoundError: a parquet dataset that was not downloaded.
     """
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    if split == "val" and EXPORT_DIR is not None:
+        raise ValueError(
+            "validation data is not available to a genome under evo: evo scores the model that "
+            "evaluate_bpb exports; train on split='train'"
+        )
+    return _batches(tokenizer, B, T, split, buffer_size, device)
+
+
+def _batches(
+    tokenizer: Tokenizer,
+    B: int,
+    T: int,
+    split: str,
+    buffer_size: int = 1000,
+    device: str | torch.device | None = None,
+    fixed_order: bool = False,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
     if B < 1 or T < 1:
         raise ValueError(f"B and T must be >= 1, got B={B}, T={T}")
     dev = torch.device(device) if device is not None else _default_device()
-    for rows, epoch in _packed_rows(tokenizer, _document_batches(_SETTINGS, split), B, T, buffer_size):
+    documents = _document_batches(_SETTINGS, split, fixed_order)
+    for rows, epoch in _packed_rows(tokenizer, documents, B, T, buffer_size):
         pair = torch.from_numpy(np.stack((rows[:, :-1], rows[:, 1:])))  # (2, B, T)
         if dev.type == "cuda":
             pair = pair.pin_memory().to(dev, non_blocking=True)
@@ -728,13 +773,27 @@ def evaluate_bpb(model: torch.nn.Module, tokenizer: Tokenizer, batch_size: int) 
     bpb = sum(nats) / (ln 2 * sum(bytes)) over target tokens; special tokens (0 bytes) are
     excluded from both sums. The model's device is taken from its parameters.
 
+    Under evo (``EVO_EXPORT_DIR`` set) the genome never sees validation data: the model is
+    first exported for evo's trusted evaluator (:func:`export_model`, which computes the
+    fitness itself), and the number returned is bits per byte on a fixed slice of the
+    *training* split (a quarter of EVAL_TOKENS), a progress report only.
+
     Raises:
         ValueError: the model's loss has the wrong number of elements.
     """
     device = next(model.parameters()).device
+    split, eval_tokens, fixed_order = "val", EVAL_TOKENS, False
+    if EXPORT_DIR is not None:
+        export_model(model, batch_size, EXPORT_DIR, device)
+        split, eval_tokens, fixed_order = "train", max(1, EVAL_TOKENS // 4), True
+        print(
+            "evaluate_bpb under evo: the model was exported for evo's trusted evaluator, which computes "
+            "val_bpb; the number returned here is bits per byte on a fixed slice of the training split",
+            flush=True,
+        )
     token_bytes = get_token_bytes(device=device)
-    loader = make_dataloader(tokenizer, batch_size, MAX_SEQ_LEN, "val", device=device)
-    steps = max(1, EVAL_TOKENS // (batch_size * MAX_SEQ_LEN))
+    loader = _batches(tokenizer, batch_size, MAX_SEQ_LEN, split, device=device, fixed_order=fixed_order)
+    steps = max(1, eval_tokens // (batch_size * MAX_SEQ_LEN))
     acc_dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
     total_nats, total_bytes = 0.0, 0
     for _ in range(steps):
@@ -751,9 +810,113 @@ def evaluate_bpb(model: torch.nn.Module, tokenizer: Tokenizer, batch_size: int) 
     return total_nats / (math.log(2) * total_bytes)
 
 
+# The files export_model writes: the program's graph as JSON (torch.export's own schema)
+# and its tensors as torch.save files, loaded by evo with weights_only=True, so loading
+# the exported model runs no code of the genome's (a .pt2 archive may hold pickles).
+EXPORT_FILES = ("program.json", "state_dict.pt", "constants.pt")
+
+
+class _Autocast(torch.nn.Module):
+    """``module`` called under autocast: an ambient autocast is not captured by torch.export,
+    one inside ``forward`` is (as one ``wrap_with_autocast`` region)."""
+
+    def __init__(self, module: torch.nn.Module, device_type: str, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.module, self.device_type, self.dtype = module, device_type, dtype
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.device_type, dtype=self.dtype):
+            return self.module(idx)
+
+
+def export_model(
+    model: torch.nn.Module, batch_size: int, directory: str | Path, device: torch.device | None = None
+) -> Path:
+    """Export ``model(idx) -> logits`` with torch.export for evo's trusted evaluator.
+
+    idx: (batch_size, MAX_SEQ_LEN) int64 token ids; logits: (batch_size, MAX_SEQ_LEN, vocab).
+    The model is exported in eval mode (its mode is restored afterwards), with static
+    shapes, unwrapped from torch.compile, and under the caller's autocast (if any) as part of
+    the program, so evo scores it in the precision it was evaluated in. On failure nothing
+    is written but
+    ``export_error.txt``, so evo can say why the genome is unverifiable.
+
+    Returns:
+        The directory holding :data:`EXPORT_FILES`.
+    Raises:
+        Exception: whatever torch.export raised (after writing ``export_error.txt``).
+    """
+    t0 = time.time()
+    from torch._export.serde.serialize import serialize
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    module = getattr(model, "_orig_mod", model)  # torch.compile's wrapper holds the real module
+    device = device or next(module.parameters()).device
+    idx = torch.randint(0, VOCAB_SIZE, (batch_size, MAX_SEQ_LEN), dtype=torch.long, device=device)
+    was_training = module.training
+    exported: torch.nn.Module = module
+    if torch.is_autocast_enabled(device.type):  # keep the genome's mixed precision, inside the program
+        exported = _Autocast(module, device.type, torch.get_autocast_dtype(device.type))
+    try:
+        module.eval()
+        with torch.no_grad(), torch.autocast(device.type, enabled=False):
+            artifact = serialize(torch.export.export(exported, (idx,)))
+        payloads = (artifact.exported_program, artifact.state_dict, artifact.constants)
+        for name, payload in zip(EXPORT_FILES, payloads, strict=True):
+            _atomic_write(out / name, lambda f, data=payload: f.write(data))
+        (out / "export_error.txt").unlink(missing_ok=True)
+    except Exception as exc:
+        (out / "export_error.txt").write_text(f"{type(exc).__name__}: {exc}"[:4000], encoding="utf-8")
+        for name in EXPORT_FILES:
+            (out / name).unlink(missing_ok=True)
+        raise
+    finally:
+        module.train(was_training)
+    print(f"evo: model exported for trusted evaluation in {time.time() - t0:.1f}s", flush=True)
+    return out
+
+
+def genome_data_files(s: Settings | None = None) -> list[Path]:
+    """The data files a genome may read: the tokenizer and the training split, never validation.
+
+    evo's sandbox binds exactly these (read-only) into a genome's file system.
+    """
+    s = s or _SETTINGS
+    files = [s.tokenizer_dir / "tokenizer.pkl", s.tokenizer_dir / "token_bytes.pt"]
+    if DATASETS[s.dataset].kind == "sotu":
+        files.append(_sotu_split_path(s, "train"))
+    else:
+        files.extend(_parquet_paths(s, "train"))
+    return [f for f in files if f.is_file()]
+
+
+def validation_sources() -> list[Path]:
+    """Folders outside the cache that hold validation text (the sotu package's speeches).
+
+    evo's sandbox hides them from genomes.
+    """
+    try:
+        return [_sotu_speech_files()[0].parent]
+    except FileNotFoundError:
+        return []
+
+
 # ---------------------------------------------------------------------------
 # prepare() and the command line
 # ---------------------------------------------------------------------------
+
+
+def _write_sotu_splits(s: Settings, splits: dict[str, tuple[str, ...]]) -> None:
+    """Cache each sotu split as a parquet file (``text`` column), once."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    s.data_dir.mkdir(parents=True, exist_ok=True)
+    for split, docs in splits.items():
+        path = _sotu_split_path(s, split)
+        if not path.is_file():
+            _atomic_write(path, lambda f, d=docs: pq.write_table(pa.table({"text": list(d)}), f))
 
 
 def prepare(
@@ -780,6 +943,7 @@ def prepare(
         download_dataset(s, num_shards, workers=download_workers, quiet=quiet)
     else:
         train, val = _sotu_documents("train"), _sotu_documents("val")
+        _write_sotu_splits(s, {"train": train, "val": val})
         _log(
             f"data: sotu ({len(_sotu_speech_files())} speeches): {len(train)} train / {len(val)} val paragraphs", quiet
         )

@@ -113,6 +113,11 @@ CREATE TABLE IF NOT EXISTS evaluations (
     depth DOUBLE,
     metrics JSON
 );
+-- the trust boundary (added with trusted fitness; older archives get the columns empty)
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS harness_sha256 VARCHAR;
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS evaluator_version VARCHAR;
+ALTER TABLE evaluations ADD COLUMN IF NOT EXISTS reported_val_bpb DOUBLE;
+ALTER TABLE evaluations ADD COLUMN IF NOT EXISTS sandbox VARCHAR;
 CREATE SEQUENCE IF NOT EXISTS llm_call_ids START 1;
 CREATE TABLE IF NOT EXISTS llm_calls (
     call_id BIGINT NOT NULL,
@@ -136,8 +141,9 @@ METRIC_COLUMNS = SUMMARY_KEYS
 
 _EVAL_COLUMNS = (
     "eval_id, run, genome_id, attempt, state, started_at, finished_at, seed, device, log_path, "
-    "wall_s, returncode, failure_kind, error, log_tail, metrics"
+    "wall_s, returncode, failure_kind, error, log_tail, metrics, sandbox"
 )
+_RUN_COLUMNS = "run, created_at, profile, dataset, time_budget_s, project_dir, config, harness_sha256, evaluator_version"
 
 
 class ArchiveError(Exception):
@@ -220,8 +226,11 @@ class Archive:
 
     # ------------------------------------------------------------------ runs
 
-    def create_run(self, config: RunConfig, time_budget_s: float, project_dir: str | Path) -> RunRecord:
-        """Record a new run.
+    def create_run(
+        self, config: RunConfig, time_budget_s: float, project_dir: str | Path,
+        harness_sha256: str | None = None, evaluator_version: str | None = None,
+    ) -> RunRecord:
+        """Record a new run, with the sha256 of the harness it pins and the evaluator's version.
 
         Raises:
             ArchiveError: a run of that name exists already (use ``evo resume``).
@@ -230,10 +239,19 @@ class Archive:
             if con.execute("SELECT 1 FROM runs WHERE run = ?", [config.run]).fetchone():
                 raise ArchiveError(f"run {config.run!r} already exists in {self.path}; use `evo resume {config.run}`")
             con.execute(
-                "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [config.run, _utcnow(), config.profile, config.dataset, time_budget_s, str(project_dir), config.to_json()],
+                f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [config.run, _utcnow(), config.profile, config.dataset, time_budget_s, str(project_dir),
+                 config.to_json(), harness_sha256, evaluator_version],
             )
         return self.get_run(config.run)
+
+    def pin_harness(self, run: str, harness_sha256: str, evaluator_version: str) -> None:
+        """Pin the harness of a run recorded before pinning existed (no-op when already pinned)."""
+        with self._tx() as con:
+            con.execute(
+                "UPDATE runs SET harness_sha256 = ?, evaluator_version = ? WHERE run = ? AND harness_sha256 IS NULL",
+                [harness_sha256, evaluator_version, run],
+            )
 
     def get_run(self, run: str) -> RunRecord:
         """The run called ``run``.
@@ -242,21 +260,16 @@ class Archive:
             ArchiveError: no such run.
         """
         with self._tx(read_only=True) as con:
-            row = con.execute(
-                "SELECT run, created_at, profile, dataset, time_budget_s, project_dir, config FROM runs WHERE run = ?",
-                [run],
-            ).fetchone()
+            row = con.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run = ?", [run]).fetchone()
         if row is None:
             raise ArchiveError(f"no run {run!r} in {self.path}")
-        return RunRecord(*row[:6], config_json=row[6])
+        return RunRecord(*row)
 
     def list_runs(self) -> list[RunRecord]:
         """All runs, oldest first."""
         with self._tx(read_only=True) as con:
-            rows = con.execute(
-                "SELECT run, created_at, profile, dataset, time_budget_s, project_dir, config FROM runs ORDER BY created_at"
-            ).fetchall()
-        return [RunRecord(*r[:6], config_json=r[6]) for r in rows]
+            rows = con.execute(f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY created_at").fetchall()
+        return [RunRecord(*r) for r in rows]
 
     def latest_run(self) -> RunRecord:
         """The most recently created run.
@@ -388,7 +401,9 @@ class Archive:
 
     # ------------------------------------------------------------------ evaluations
 
-    def start_evaluation(self, run: str, genome_id: str, seed: int, device: str, log_path: str | Path) -> EvaluationRecord:
+    def start_evaluation(
+        self, run: str, genome_id: str, seed: int, device: str, log_path: str | Path, sandbox: str | None = None
+    ) -> EvaluationRecord:
         """Record a RUNNING evaluation of a genome, before its process starts.
 
         Raises:
@@ -406,9 +421,9 @@ class Archive:
             ).fetchone()[0]
             eval_id = con.execute("SELECT nextval('evaluation_ids')").fetchone()[0]
             con.execute(
-                "INSERT INTO evaluations (eval_id, run, genome_id, attempt, state, started_at, seed, device, log_path) "
-                "VALUES (?, ?, ?, ?, 'RUNNING', ?, ?, ?, ?)",
-                [eval_id, run, genome_id, attempt, _utcnow(), seed, device, str(log_path)],
+                "INSERT INTO evaluations (eval_id, run, genome_id, attempt, state, started_at, seed, device, log_path, "
+                "sandbox) VALUES (?, ?, ?, ?, 'RUNNING', ?, ?, ?, ?, ?)",
+                [eval_id, run, genome_id, attempt, _utcnow(), seed, device, str(log_path), sandbox],
             )
         return self.evaluation(eval_id)
 
@@ -532,10 +547,10 @@ class Archive:
 
 def _evaluation(row: Sequence[Any]) -> EvaluationRecord:
     (eval_id, run, genome_id, attempt, state, started_at, finished_at, seed, device, log_path,
-     wall_s, returncode, failure_kind, error, log_tail, metrics) = row
+     wall_s, returncode, failure_kind, error, log_tail, metrics, sandbox) = row
     return EvaluationRecord(
         eval_id=eval_id, run=run, genome_id=genome_id, attempt=attempt, state=EvalState(state),
         started_at=started_at, finished_at=finished_at, seed=seed, device=device, log_path=log_path,
         wall_s=wall_s, returncode=returncode, failure_kind=failure_kind, error=error, log_tail=log_tail,
-        metrics=json.loads(metrics) if metrics else {},
+        metrics=json.loads(metrics) if metrics else {}, sandbox=sandbox,
     )

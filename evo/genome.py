@@ -84,3 +84,17 @@ def log_path(genome_dir: Path, genome_id: str, attempt: int) -> Path:
     genome, ``<genome_id>.attempt2.log`` ... for the next (a replicate or a re-run)."""
     suffix = ".log" if attempt == 1 else f".attempt{attempt}.log"
     return genome_dir / f"{genome_id}{suffix}"
+
+
+def workspace_path(genome_dir: Path, genome_id: str) -> Path:
+    """The genome's sandbox workspace during an evaluation: ``<genome_id>.work`` (removed after)."""
+    return genome_dir / f"{genome_id}.work"
+
+
+def remove_workspaces(genome_dir: Path) -> None:
+    """Remove evaluation workspaces a killed engine left behind (symlinks are not followed)."""
+    import shutil
+
+    if genome_dir.is_dir():
+        for path in [*genome_dir.glob("*.work"), *genome_dir.glob(".*.work.harness")]:
+            shutil.rmtree(path, ignore_errors=True)

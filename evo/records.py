@@ -43,11 +43,15 @@ class FailureKind(str, enum.Enum):
     TIMEOUT = "timeout"
     NO_SUMMARY = "no_summary"
     INTERRUPTED = "interrupted"
+    UNVERIFIABLE = "unverifiable"  # the trusted evaluator could not score its exported model
+    OVERTIME = "overtime"  # ran past the time budget plus the run's start-up allowance
 
 
-# The summary keys of the genome contract, in the order a genome prints them.
+# The summary keys of the genome contract, in the order a genome prints them, and the
+# printed val_bpb kept beside the trusted one.
 SUMMARY_KEYS = (
     "val_bpb",
+    "reported_val_bpb",
     "training_seconds",
     "total_seconds",
     "peak_vram_mb",
@@ -70,6 +74,8 @@ class RunRecord:
     time_budget_s: float
     project_dir: str
     config_json: str
+    harness_sha256: str | None = None
+    evaluator_version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -105,9 +111,11 @@ class EvaluationRecord:
     Attributes:
         eval_id: archive-wide id, increasing.
         attempt: 1 for the first attempt at this genome, 2 after an interruption, ...
-        metrics: every ``key: value`` line of the summary block (floats).
+        metrics: every ``key: value`` line of the summary block (floats); in a trusted run
+            ``val_bpb`` is the trusted evaluator's and the printed one is ``reported_val_bpb``.
         wall_s: wall-clock seconds of the whole process, measured by the engine.
         seed: the ``EVO_SEED`` the genome process was given.
+        sandbox: what confined the genome (``bwrap`` or ``none``).
     """
 
     eval_id: int
@@ -126,10 +134,18 @@ class EvaluationRecord:
     error: str | None = None
     log_tail: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    sandbox: str | None = None
 
     @property
     def val_bpb(self) -> float | None:
+        """The fitness: the trusted evaluator's val_bpb (the printed one in a ``reported`` run)."""
         value = self.metrics.get("val_bpb")
+        return value if value is not None and math.isfinite(value) else None
+
+    @property
+    def reported_val_bpb(self) -> float | None:
+        """What the genome printed as its val_bpb, when a trusted evaluator scored it."""
+        value = self.metrics.get("reported_val_bpb")
         return value if value is not None and math.isfinite(value) else None
 
     @property

@@ -1,28 +1,27 @@
-"""Running one genome: a subprocess in its own process group, a hard wall-clock limit.
+"""Running one untrusted process: its own session, a hard wall-clock limit, a bounded log.
 
-Timeouts are enforced by killing the whole process group (the genome and anything it
-spawned, such as torch.compile workers), never by a thread that cannot be killed. On
-Linux the genome is also asked to die with the engine (``PR_SET_PDEATHSIG``), so a
-``kill -9`` of the engine leaves no orphan holding the GPU.
+Timeouts are enforced by killing the whole process group (and, where the evaluation has
+one, its cgroup), never by a thread that cannot be killed. The process's stdout and
+stderr go through a pipe to :class:`LogSink`, which writes at most ``max_log_bytes`` to
+the log file and keeps only a bounded tail in memory, however much the process prints.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
-import sys
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from evo.metrics import classify
-from evo.records import Outcome
-
 POLL_INTERVAL_S = 0.25
 TERM_GRACE_S = 5.0
+MAX_LOG_BYTES = 8 * 2**20  # a log on disk: its first bytes, then a marker and its tail
+TAIL_BYTES = 256 * 2**10  # kept in memory: the end of the output, where the summary is
+_CHUNK = 64 * 2**10
 
 
 @dataclass(frozen=True)
@@ -40,21 +39,92 @@ class Tick:
     last_line: str
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    os.setsid()
-    if sys.platform.startswith("linux"):
+@dataclass(frozen=True)
+class ProcessResult:
+    """How a process ended, as the engine measured it.
+
+    Attributes:
+        returncode: exit status (negative: killed by that signal).
+        wall_s: wall-clock seconds from start to exit, measured by the engine.
+        timed_out: killed at the wall-clock limit.
+        tail: the last :data:`TAIL_BYTES` of its output, decoded.
+        output_bytes: everything it printed, bytes (the log holds at most ``max_log_bytes``).
+    """
+
+    returncode: int | None
+    wall_s: float
+    timed_out: bool
+    tail: str
+    output_bytes: int
+
+
+class LogSink:
+    """Copies a pipe into a log file with a cap, keeping a bounded tail in memory.
+
+    The first ``max_bytes - tail_bytes`` bytes go to the file as they come; past that only
+    the latest ``tail_bytes`` are kept, and :meth:`close` appends a line saying how much
+    was dropped, then that tail. Memory use is ``O(tail_bytes)`` whatever is printed.
+    """
+
+    def __init__(self, pipe, path: Path, max_bytes: int = MAX_LOG_BYTES, tail_bytes: int = TAIL_BYTES) -> None:
+        self.path = path
+        self.head_limit = max(0, max_bytes - tail_bytes)
+        self.tail_bytes = tail_bytes
+        self.total = 0
+        self._written = 0
+        self._tail = bytearray()
+        self._lock = threading.Lock()
+        self._file = open(path, "wb")
+        self._thread = threading.Thread(target=self._pump, args=(pipe,), name=f"log {path.name}", daemon=True)
+        self._thread.start()
+
+    def _pump(self, pipe) -> None:
         try:
-            libc = ctypes.CDLL("libc.so.6", use_errno=True)
-            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
-        except OSError:
+            while chunk := pipe.read1(_CHUNK) if hasattr(pipe, "read1") else pipe.read(_CHUNK):
+                with self._lock:
+                    self.total += len(chunk)
+                    room = self.head_limit - self._written
+                    if room > 0:
+                        self._file.write(chunk[:room])
+                        self._written += min(room, len(chunk))
+                    self._tail += chunk
+                    if len(self._tail) > self.tail_bytes:
+                        del self._tail[: len(self._tail) - self.tail_bytes]
+        except (OSError, ValueError):
             pass
+        finally:
+            pipe.close()
+
+    def tail(self) -> str:
+        """The last bytes printed so far, decoded (invalid UTF-8 replaced)."""
+        with self._lock:
+            return bytes(self._tail).decode("utf-8", errors="replace")
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Wait for the pipe's end, then finish the file (marker and tail if output was dropped)."""
+        self._thread.join(timeout_s)
+        with self._lock:
+            if self.total > self._written:
+                kept = min(len(self._tail), self.total - self._written)
+                dropped = self.total - self._written - kept
+                if dropped:
+                    self._file.write(f"\n[evo: {dropped:,} bytes of output dropped from this log]\n".encode())
+                self._file.write(bytes(self._tail[len(self._tail) - kept :]))
+            self._file.close()
+
+
+def last_line(text: str) -> str:
+    for line in reversed(text[-4096:].replace("\r", "\n").splitlines()):
+        if line.strip():
+            return line.strip()
+    return ""
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
     """SIGTERM the process group, then SIGKILL what is left after a grace period."""
     try:
         os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):
         return
     try:
         proc.wait(timeout=TERM_GRACE_S)
@@ -62,88 +132,78 @@ def _kill_group(proc: subprocess.Popen) -> None:
         pass
     try:
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):
         pass
     proc.wait()
 
 
-def _last_line(path: Path, max_bytes: int = 4096) -> str:
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - max_bytes))
-            chunk = handle.read().decode("utf-8", errors="replace")
-    except OSError:
-        return ""
-    for line in reversed(chunk.replace("\r", "\n").splitlines()):
-        if line.strip():
-            return line.strip()
-    return ""
-
-
-def run_genome(
-    genome_file: Path,
+def run_process(
+    argv: Sequence[str],
     log_file: Path,
     cwd: Path,
     env: Mapping[str, str],
     wall_limit_s: float,
     on_tick: Callable[[Tick], None] | None = None,
-    python: str = sys.executable,
-) -> Outcome:
-    """Run ``python genome_file`` and classify how it ended.
+    max_log_bytes: int = MAX_LOG_BYTES,
+    on_exit: Callable[[], None] | None = None,
+) -> ProcessResult:
+    """Run ``argv`` in its own session with exactly ``env``, logging to ``log_file``.
 
     Args:
-        genome_file: the genome's source file.
-        log_file: receives its stdout and stderr (overwritten).
-        cwd: working directory, put first on PYTHONPATH; holds ``prepare.py``, which the
-            genome imports.
-        env: extra environment variables (``EVO_PROFILE``, ``EVO_SEED``, ...).
-        wall_limit_s: hard limit in seconds; past it the process group is killed and the
-            outcome is TIMEOUT.
+        argv: the command (already wrapped by the launcher and the sandbox).
+        log_file: receives its stdout and stderr, at most ``max_log_bytes`` (overwritten).
+        cwd: working directory.
+        env: the complete environment (nothing of this process's is added).
+        wall_limit_s: hard limit in seconds; past it the process group is killed.
         on_tick: called about four times a second with a :class:`Tick`.
+        on_exit: called once the process has ended (or been killed), before returning;
+            e.g. to kill what it left in its cgroup.
 
     Returns:
-        The :class:`Outcome` (COMPLETE, FAIL or TIMEOUT).
+        The :class:`ProcessResult`.
 
     Raises:
-        KeyboardInterrupt: re-raised after killing the process group, so the caller can
-            record the evaluation as INTERRUPTED.
+        KeyboardInterrupt: re-raised after killing the process group.
     """
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    # The genome file lives under genomes/<run>/ but imports prepare.py from the project.
-    python_path = os.pathsep.join(p for p in (str(cwd), os.environ.get("PYTHONPATH", "")) if p)
-    full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1", "PYTHONPATH": python_path}
     start = time.monotonic()
     timed_out = False
-    with open(log_file, "wb") as log:
-        proc = subprocess.Popen(
-            [python, str(genome_file)],
-            cwd=str(cwd),
-            env=full_env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 -- setsid + pdeathsig, no locks taken
-        )
-        try:
-            while proc.poll() is None:
-                elapsed = time.monotonic() - start
-                if elapsed > wall_limit_s:
-                    timed_out = True
-                    _kill_group(proc)
-                    break
-                if on_tick is not None:
-                    on_tick(Tick(elapsed, wall_limit_s, _last_line(log_file)))
-                time.sleep(POLL_INTERVAL_S)
-        except BaseException:
-            _kill_group(proc)
-            raise
-        # The genome may have left children behind in its group; end them too.
-        try:
+    proc = subprocess.Popen(
+        list(argv), cwd=str(cwd), env=dict(env), stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    sink = LogSink(proc.stdout, log_file, max_log_bytes)
+    try:
+        while proc.poll() is None:
+            elapsed = time.monotonic() - start
+            if elapsed > wall_limit_s:
+                timed_out = True
+                _kill_group(proc)
+                break
+            if on_tick is not None:
+                on_tick(Tick(elapsed, wall_limit_s, last_line(sink.tail())))
+            time.sleep(POLL_INTERVAL_S)
+        wall_s = time.monotonic() - start
+    except BaseException:
+        _kill_group(proc)
+        raise
+    finally:
+        try:  # whatever is left in its group
             os.killpg(proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-    wall_s = time.monotonic() - start
-    text = log_file.read_text(encoding="utf-8", errors="replace")
-    return classify(text, proc.returncode, timed_out, wall_s)
+        if on_exit is not None:
+            on_exit()
+        sink.close()
+    return ProcessResult(proc.returncode, wall_s, timed_out, sink.tail(), sink.total)
+
+
+def read_tail(path: Path, max_bytes: int = TAIL_BYTES) -> str:
+    """The last ``max_bytes`` of a file, decoded ("" if it cannot be read)."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - max_bytes))
+            return handle.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""

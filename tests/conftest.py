@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import shutil
 import textwrap
+from pathlib import Path
 
 import pytest
+
+HARNESS = Path(__file__).resolve().parent.parent / "prepare.py"
+
+
+def add_harness(project: Path) -> Path:
+    """Copy evo's prepare.py into a test project (the engine pins and reads it)."""
+    shutil.copy(HARNESS, project / "prepare.py")
+    return project
 
 # A genome that needs no torch: its "val_bpb" is a bowl over its hyperparameters, minimal
 # at LR = 0.01 and WIDTH = 64, so a search has something real to find.

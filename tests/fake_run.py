@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from conftest import FAKE_GENOME
+from conftest import FAKE_GENOME, add_harness
 from test_engine import Recorder
 
 from evo.archive import Archive
@@ -38,9 +38,9 @@ class FakeRun:
 
 def build_fake_run(project: Path, run: str = RUN) -> FakeRun:
     """Run the engine on the fake genome in ``project`` and add a crash and a pending genome."""
-    paths = Paths.for_project(project)
+    paths = Paths.for_project(add_harness(project))
     archive = Archive(paths.archive_path)
-    config = RunConfig(run=run, profile="smoke", population=3, generations=2, seed=3)
+    config = RunConfig(run=run, profile="smoke", population=3, generations=2, seed=3, fitness="reported")
     archive.create_run(config, 1.0, project)
     engine = Engine(paths, archive, config, 1.0, "cpu", Recorder())
     engine.run(FAKE_GENOME)

@@ -10,6 +10,7 @@ import xml.etree.ElementTree as ET
 import networkx as nx
 import pydot
 import pytest
+from conftest import add_harness
 from test_engine import Recorder
 
 from evo.archive import Archive
@@ -24,9 +25,9 @@ def project(tmp_path_factory, ):
     from conftest import FAKE_GENOME
 
     tmp_path = tmp_path_factory.mktemp("project")
-    paths = Paths.for_project(tmp_path)
+    paths = Paths.for_project(add_harness(tmp_path))
     archive = Archive(paths.archive_path)
-    config = RunConfig(run="views", profile="smoke", population=3, generations=2, seed=3)
+    config = RunConfig(run="views", profile="smoke", population=3, generations=2, seed=3, fitness="reported")
     archive.create_run(config, 1.0, tmp_path)
     Engine(paths, archive, config, 1.0, "cpu", Recorder()).run(FAKE_GENOME)
     return tmp_path

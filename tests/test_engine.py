@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+from conftest import add_harness
 
 from evo.archive import Archive
 from evo.config import Paths, RunConfig
@@ -43,9 +44,10 @@ class Recorder:
 
 
 def _engine(tmp_path, reporter, generations=3, population=3, run="r"):
-    paths = Paths.for_project(tmp_path)
+    paths = Paths.for_project(add_harness(tmp_path))
     archive = Archive(paths.archive_path)
-    config = RunConfig(run=run, profile="smoke", population=population, generations=generations, seed=1)
+    config = RunConfig(run=run, profile="smoke", population=population, generations=generations, seed=1,
+                       fitness="reported")
     if run not in {r.run for r in archive.list_runs()}:
         archive.create_run(config, 1.0, tmp_path)
     return Engine(paths, archive, config, 1.0, "cpu", reporter), archive

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import add_harness
 from fake_messages_api import FakeMessagesAPI, Reply, bad_edit, lr_edit, parent_source, smart
 from test_engine import Recorder
 
@@ -52,10 +53,10 @@ def key(monkeypatch):
 
 def _run(tmp_path, seed_code, api, *, population=3, generations=2, operators=None, before=None, **llm):
     shutil.copy(PROGRAM_MD, tmp_path / "program.md")
-    paths = Paths.for_project(tmp_path)
+    paths = Paths.for_project(add_harness(tmp_path))
     archive = Archive(paths.archive_path)
     config = RunConfig(
-        run="r", profile="smoke", population=population, generations=generations, seed=1, noise_replicates=1,
+        run="r", profile="smoke", fitness="reported", population=population, generations=generations, seed=1, noise_replicates=1,
         best_replicates=1, operators=operators or {"llm": 0.5, "hyperparam": 0.5}, llm_base_url=api.url, **llm,
     )
     archive.create_run(config, 1.0, tmp_path)

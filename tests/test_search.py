@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import textwrap
 from datetime import datetime
 
 import pytest
+from conftest import add_harness
 from test_engine import Recorder
 
 from evo.archive import Archive
@@ -22,8 +24,9 @@ from evo.selection import select_parents
 
 
 def _engine(tmp_path, config: RunConfig) -> tuple[Engine, Archive]:
-    paths = Paths.for_project(tmp_path)
+    paths = Paths.for_project(add_harness(tmp_path))
     archive = Archive(paths.archive_path)
+    config = dataclasses.replace(config, fitness="reported")
     if config.run not in {r.run for r in archive.list_runs()}:
         archive.create_run(config, 1.0, tmp_path)
     return Engine(paths, archive, config, 1.0, "cpu", Recorder()), archive

@@ -1,0 +1,278 @@
+"""One evaluation of one genome, top to bottom: the trust boundary of evo.
+
+1. **pin**: the project's ``prepare.py`` must still be the harness the run started with
+   (sha256), else :class:`HarnessChangedError`; its bytes, read once, are what the genome
+   and the evaluator import.
+2. **workspace**: a fresh folder holding ``train.py`` (the genome) and a read-only
+   ``prepare.py``; the genome's only writable place.
+3. **run** the genome in its sandbox (:mod:`evo.sandbox`) under its limits
+   (:mod:`evo.limits`), with an allowlisted environment, killed at the engine's limit:
+   the hard wall-clock limit, or earlier the *scoring limit* (time budget plus the run's
+   start-up allowance, measured on the seed genome), past which it would not be scored
+   anyway (``overtime``). Its output is logged with a cap (:mod:`evo.runner`).
+4. **score**: with ``fitness = trusted`` (the default), a genome that exited 0 is scored
+   by the trusted evaluator (:mod:`evo.evaluator`) in a separate sandboxed process, from
+   the model it exported; what it printed is kept as ``reported_val_bpb``. With
+   ``fitness = reported`` (synthetic benchmarks and tests), the printed val_bpb is the
+   fitness; every other protection stays.
+5. **clean up**: the workspace is removed; nothing the genome started is left running.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import evo
+from evo.evaluator import RESULT_PREFIX
+from evo.limits import Confinement, ProcessLimits
+from evo.metrics import classify, last_error_line, parse_summary, tail
+from evo.records import EvalState, FailureKind, Outcome
+from evo.runner import ProcessResult, Tick, run_process
+from evo.sandbox import Sandbox, SandboxSpec, allowed_environment
+
+MODEL_DIR = "evo_model"  # in the workspace: where the harness exports the model
+# Start-up allowance: the seed's overhead (wall time beyond its budget: start-up,
+# compilation, evaluation, export) plus the larger of itself, a quarter of the budget and
+# this many seconds, so honest children with bigger models or a busier machine still fit.
+MIN_ALLOWANCE_S = 20.0
+EVALUATOR_MIN_LIMIT_S = 300.0
+SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
+
+
+class HarnessChangedError(RuntimeError):
+    """The project's ``prepare.py`` is not the harness the run started with."""
+
+
+@dataclass(frozen=True)
+class EvaluationSetup:
+    """What every evaluation of a run shares.
+
+    Attributes:
+        project_dir: holds the pinned ``prepare.py``.
+        harness_sha256: the run's pinned sha256 of ``prepare.py``.
+        profile, dataset: the harness's profile and dataset.
+        cache_dir: the harness's cache (tokenizer, data), absolute.
+        fitness: ``trusted`` or ``reported``.
+        sandbox: where genomes and the evaluator run.
+        limits: their resource limits.
+        data_files: what a genome may read (``prepare.genome_data_files``).
+        hidden: folders a genome must not see (validation data, archive, genomes).
+        gpu: whether genomes get the NVIDIA devices.
+        python: the interpreter that runs genomes and the evaluator.
+    """
+
+    project_dir: Path
+    harness_sha256: str
+    profile: str
+    dataset: str
+    cache_dir: Path
+    fitness: str
+    sandbox: Sandbox
+    limits: ProcessLimits
+    data_files: tuple[Path, ...] = ()
+    hidden: tuple[Path, ...] = ()
+    gpu: bool = False
+    python: str = sys.executable
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def read_pinned_harness(setup: EvaluationSetup) -> bytes:
+    """The bytes of ``prepare.py``, checked against the run's pin.
+
+    Raises:
+        HarnessChangedError: missing, or its sha256 differs from the pin.
+    """
+    path = setup.project_dir / "prepare.py"
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise HarnessChangedError(f"cannot read the harness {path}: {exc}") from exc
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != setup.harness_sha256:
+        raise HarnessChangedError(
+            f"{path} changed since this run started (sha256 {setup.harness_sha256[:12]}... is now {digest[:12]}...): "
+            "scores from another harness are not comparable. Restore it (e.g. `git checkout prepare.py`) "
+            "to go on with this run, or start a new run."
+        )
+    return data
+
+
+def scoring_limit_s(time_budget_s: float, seed_wall_s: Sequence[float]) -> float | None:
+    """The wall time past which a genome is not scored: budget plus the start-up allowance.
+
+    Args:
+        time_budget_s: the run's training budget, seconds.
+        seed_wall_s: wall seconds of the seed genome's completed evaluations.
+
+    Returns:
+        Seconds, or ``None`` while the seed has no completed evaluation (no allowance yet).
+    """
+    if not seed_wall_s:
+        return None
+    overhead = max(0.0, max(seed_wall_s) - time_budget_s)
+    return time_budget_s + overhead + max(overhead, 0.25 * time_budget_s, MIN_ALLOWANCE_S)
+
+
+def redact(text: str | None, environ: dict[str, str] | None = None) -> str | None:
+    """``text`` with the values of secret-looking environment variables replaced."""
+    if not text:
+        return text
+    environ = dict(os.environ) if environ is None else environ
+    for name, value in environ.items():
+        if SECRET_NAME.search(name) and len(value) >= 8 and value in text:
+            text = text.replace(value, f"[{name} redacted]")
+    return text
+
+
+# ---------------------------------------------------------------------------- the evaluation
+
+
+def evaluate_genome(
+    setup: EvaluationSetup,
+    code: str,
+    workspace: Path,
+    log_path: Path,
+    env: dict[str, str],
+    hard_limit_s: float,
+    scoring_limit: float | None,
+    on_tick: Callable[[Tick], None] | None = None,
+) -> Outcome:
+    """Run and score one genome (module docstring, steps 1-5).
+
+    Args:
+        code: the genome's source.
+        workspace: a folder to create for it (removed afterwards).
+        log_path: its log (capped).
+        env: the harness's variables for it (``EVO_PROFILE``, ``EVO_SEED``, ...).
+        hard_limit_s: the wall-clock limit of the process, seconds.
+        scoring_limit: the scoring limit, seconds (``None``: none yet).
+
+    Returns:
+        The :class:`Outcome` to record (``sandbox`` set).
+    Raises:
+        HarnessChangedError: before anything runs.
+        KeyboardInterrupt: after the processes were killed and the workspace removed.
+    """
+    harness = read_pinned_harness(setup)
+    shutil.rmtree(workspace, ignore_errors=True)
+    workspace.mkdir(parents=True)
+    try:
+        (workspace / "train.py").write_text(code, encoding="utf-8")
+        (workspace / "prepare.py").write_bytes(harness)
+        trusted_harness = workspace.parent / f".{workspace.name}.harness"
+        shutil.rmtree(trusted_harness, ignore_errors=True)
+        trusted_harness.mkdir()
+        (trusted_harness / "prepare.py").write_bytes(harness)
+        limit = hard_limit_s if scoring_limit is None else min(hard_limit_s, scoring_limit)
+        result = _run_genome(setup, workspace, log_path, env, limit, on_tick)
+        outcome = _judge(setup, result, workspace, trusted_harness, log_path, hard_limit_s, scoring_limit)
+    finally:
+        shutil.rmtree(workspace, ignore_errors=True)
+        shutil.rmtree(workspace.parent / f".{workspace.name}.harness", ignore_errors=True)
+    return replace(outcome, error=redact(outcome.error), log_tail=redact(outcome.log_tail) or "")
+
+
+def _genome_env(setup: EvaluationSetup, workspace: Path, env: dict[str, str]) -> dict[str, str]:
+    tmp = "/tmp" if setup.sandbox.isolated else str(workspace / "tmp")
+    return allowed_environment({
+        **env,
+        "EVO_CACHE_DIR": str(setup.cache_dir),
+        "EVO_EXPORT_DIR": str(workspace / MODEL_DIR),
+        "HOME": str(workspace),
+        "TMPDIR": tmp,
+        "PYTHONPATH": str(workspace),
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",
+    })
+
+
+def _confined(setup: EvaluationSetup, confinement: Confinement, argv: list[str], spec: SandboxSpec) -> list[str]:
+    launcher = [setup.python, "-m", "evo.confine", *confinement.launcher_args(), "--"]
+    return launcher + setup.sandbox.command(argv, spec)
+
+
+def _run_genome(
+    setup: EvaluationSetup, workspace: Path, log_path: Path, env: dict[str, str], limit_s: float,
+    on_tick: Callable[[Tick], None] | None,
+) -> ProcessResult:
+    genome_env = _genome_env(setup, workspace, env)
+    if not setup.sandbox.isolated:
+        (workspace / "tmp").mkdir()
+    spec = SandboxSpec(
+        workdir=workspace, env=genome_env, read_only=setup.data_files, hidden=setup.hidden, gpu=setup.gpu,
+        overlays=((workspace / "prepare.py", workspace / "prepare.py"),),
+    )
+    with Confinement(setup.limits) as confinement:
+        argv = _confined(setup, confinement, [setup.python, "train.py"], spec)
+        return run_process(argv, log_path, workspace, genome_env, limit_s, on_tick, on_exit=confinement.kill_all)
+
+
+def _judge(
+    setup: EvaluationSetup, result: ProcessResult, workspace: Path, trusted_harness: Path, log_path: Path,
+    hard_limit_s: float, scoring_limit: float | None,
+) -> Outcome:
+    """How the genome ended, and its fitness."""
+    if scoring_limit is not None and result.wall_s > scoring_limit and (not result.timed_out or scoring_limit < hard_limit_s):
+        return Outcome(
+            EvalState.FAIL, result.wall_s, result.returncode, parse_summary(result.tail), FailureKind.OVERTIME,
+            f"ran {result.wall_s:.0f} s, past the time budget plus the run's start-up allowance "
+            f"({scoring_limit:.0f} s, measured on the seed genome): not scored",
+            tail(result.tail),
+        )
+    outcome = classify(result.tail, result.returncode, result.timed_out, result.wall_s)
+    if setup.fitness == "reported" or result.timed_out or result.returncode != 0 or outcome.failure_kind is FailureKind.NAN:
+        return outcome
+    printed = outcome.metrics
+    score = _trusted_score(setup, workspace / MODEL_DIR, trusted_harness, log_path)
+    if "reason" in score:
+        return Outcome(EvalState.FAIL, result.wall_s, result.returncode, printed, FailureKind.UNVERIFIABLE,
+                       str(score["reason"]), outcome.log_tail)
+    metrics = {k: v for k, v in printed.items() if k != "val_bpb"}
+    if "val_bpb" in printed:
+        metrics["reported_val_bpb"] = printed["val_bpb"]
+    metrics.update(val_bpb=score["val_bpb"], trusted_eval_s=score["seconds"], trusted_eval_tokens=score["tokens"],
+                   causality_max_diff=score["causality_max_diff"])
+    return Outcome(EvalState.COMPLETE, result.wall_s, result.returncode, metrics, None, None, outcome.log_tail)
+
+
+def _trusted_score(setup: EvaluationSetup, model_dir: Path, trusted_harness: Path, genome_log: Path) -> dict:
+    """Run the trusted evaluator on ``model_dir``; its JSON result (``reason`` if unverifiable)."""
+    if not model_dir.is_dir() or model_dir.is_symlink():
+        return {"reason": "the genome exported no model (prepare.evaluate_bpb was never called, or was replaced)"}
+    package_parent = Path(evo.__file__).resolve().parent.parent
+    env = allowed_environment({
+        "EVO_PROFILE": setup.profile, "EVO_DATASET": setup.dataset, "EVO_CACHE_DIR": str(setup.cache_dir),
+        "PYTHONPATH": os.pathsep.join((str(trusted_harness), str(package_parent))),
+        "HOME": str(trusted_harness), "PYTHONDONTWRITEBYTECODE": "1",
+    })
+    spec = SandboxSpec(
+        workdir=trusted_harness, env=env, writable=False, gpu=setup.gpu,
+        read_only=(model_dir, setup.cache_dir, Path(evo.__file__).resolve().parent),
+    )
+    log = genome_log.with_name(genome_log.name.replace(".log", ".trusted.log"))
+    limits = replace(setup.limits, max_file_size_mb=64)
+    with Confinement(limits) as confinement:
+        argv = _confined(setup, confinement, [setup.python, "-m", "evo.evaluator", str(model_dir)], spec)
+        result = run_process(argv, log, trusted_harness, env, EVALUATOR_MIN_LIMIT_S, on_exit=confinement.kill_all)
+    for line in reversed(result.tail.splitlines()):
+        if line.startswith(RESULT_PREFIX):
+            try:
+                payload = json.loads(line[len(RESULT_PREFIX):])
+            except json.JSONDecodeError:
+                break
+            log.unlink(missing_ok=True)
+            return payload if payload.get("ok") else {"reason": str(payload.get("reason"))}
+    why = "timed out" if result.timed_out else (last_error_line(result.tail) or f"exit status {result.returncode}")
+    return {"reason": f"the trusted evaluator failed on this model: {why} (log: {log})"}
