@@ -223,7 +223,19 @@ def _judge(
     setup: EvaluationSetup, result: ProcessResult, workspace: Path, trusted_harness: Path, log_path: Path,
     hard_limit_s: float, scoring_limit: float | None,
 ) -> Outcome:
-    """How the genome ended, and its fitness."""
+    """How the genome ended, and its fitness; in a trusted run a printed val_bpb is only ever
+    kept as ``reported_val_bpb``."""
+    outcome = _verdict(setup, result, workspace, trusted_harness, log_path, hard_limit_s, scoring_limit)
+    if setup.fitness == "trusted" and outcome.state is not EvalState.COMPLETE and "val_bpb" in outcome.metrics:
+        metrics = {k: v for k, v in outcome.metrics.items() if k != "val_bpb"}
+        outcome = replace(outcome, metrics={**metrics, "reported_val_bpb": outcome.metrics["val_bpb"]})
+    return outcome
+
+
+def _verdict(
+    setup: EvaluationSetup, result: ProcessResult, workspace: Path, trusted_harness: Path, log_path: Path,
+    hard_limit_s: float, scoring_limit: float | None,
+) -> Outcome:
     if scoring_limit is not None and result.wall_s > scoring_limit and (not result.timed_out or scoring_limit < hard_limit_s):
         return Outcome(
             EvalState.FAIL, result.wall_s, result.returncode, parse_summary(result.tail), FailureKind.OVERTIME,
