@@ -166,12 +166,12 @@ def evaluate_genome(
         KeyboardInterrupt: after the processes were killed and the workspace removed.
     """
     harness = read_pinned_harness(setup)
+    trusted_harness = workspace.parent / f".{workspace.name}.harness"  # the evaluator's copy, never the genome's
     shutil.rmtree(workspace, ignore_errors=True)
     workspace.mkdir(parents=True)
     try:
         (workspace / "train.py").write_text(code, encoding="utf-8")
         (workspace / "prepare.py").write_bytes(harness)
-        trusted_harness = workspace.parent / f".{workspace.name}.harness"
         shutil.rmtree(trusted_harness, ignore_errors=True)
         trusted_harness.mkdir()
         (trusted_harness / "prepare.py").write_bytes(harness)
@@ -180,7 +180,7 @@ def evaluate_genome(
         outcome = _judge(setup, result, workspace, trusted_harness, log_path, hard_limit_s, scoring_limit)
     finally:
         shutil.rmtree(workspace, ignore_errors=True)
-        shutil.rmtree(workspace.parent / f".{workspace.name}.harness", ignore_errors=True)
+        shutil.rmtree(trusted_harness, ignore_errors=True)
     return replace(outcome, error=redact(outcome.error), log_tail=redact(outcome.log_tail) or "")
 
 
