@@ -7,8 +7,7 @@ operator and reports generation 1 (its parents known only when generation 0 is d
 
 * wall: the generation's wall time;
 * evals: the sum of its evaluations' wall times (what the GPU is busy with);
-* waited: time the engine spent waiting for children (for the model);
-* bookkeeping: the rest (archive reads and writes, starting processes);
+* idle: wall minus evals: the slot waiting for children (for the model) and bookkeeping;
 * model x children: what proposing each child in turn would add.
 
 Run: ``python benchmarks/llm_overlap.py`` (about 2 minutes with the defaults).
@@ -50,10 +49,10 @@ class Quiet:
     def generation_finished(self, generation, best, results):
         self.wall_s[generation] = time.monotonic() - self.started[generation]
 
-    def genome_started(self, genome, index, population, attempt):
+    def genome_started(self, genome, index, population, attempt, device):
         pass
 
-    def tick(self, tick):
+    def tick(self, device, tick):
         pass
 
     def genome_finished(self, genome, evaluation, best):
@@ -76,25 +75,14 @@ def measure(workers: int, model_s: float, train_s: float, population: int) -> di
         archive.create_run(config, train_s, project)
         reporter = Quiet()
         engine = Engine(paths, archive, config, train_s, "cpu", reporter)
-        waits: list[tuple[float, float]] = []
-        take_child = engine.take_child
-
-        def timed(*args):
-            started = time.monotonic()
-            try:
-                return take_child(*args)
-            finally:
-                waits.append((started, time.monotonic() - started))
-
-        engine.take_child = timed
         engine.run(set_constants(FAKE_GENOME, {"SLEEP_S": train_s}))
     results = genome_results(archive.genomes("bench"), archive.evaluations("bench"))
     gen1 = {r.genome_id for r in results if r.genome.generation == 1}
     evals = sum(e.wall_s for e in archive.evaluations("bench") if e.genome_id in gen1)
-    waited = sum(w for when, w in waits if when >= reporter.started[1])
     wall = reporter.wall_s[1]
     shutil.rmtree(project, ignore_errors=True)
-    return {"wall": wall, "evals": evals, "waited": waited, "bookkeeping": wall - evals - waited,
+    # the slot is idle for what is not evaluation: waiting for the model, and bookkeeping
+    return {"wall": wall, "evals": evals, "idle": wall - evals,
             "model x children": model_s * population}
 
 
@@ -108,7 +96,7 @@ def main() -> None:
     os.environ.setdefault("ANTHROPIC_API_KEY", "fake-key")
     print(f"fake model {args.model_s:g} s per answer, genomes train {args.train_s:g} s, "
           f"{args.population} children per generation; generation 1:")
-    columns = ("wall", "evals", "waited", "bookkeeping", "model x children")
+    columns = ("wall", "evals", "idle", "model x children")
     print(f"{'proposal_workers':>16} " + " ".join(f"{c:>16}" for c in columns))
     for workers in args.workers:
         row = measure(workers, args.model_s, args.train_s, args.population)

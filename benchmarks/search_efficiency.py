@@ -54,10 +54,10 @@ class QuietReporter:
     def generation_started(self, generation, population):
         pass
 
-    def genome_started(self, genome, index, population, attempt):
+    def genome_started(self, genome, index, population, attempt, device):
         pass
 
-    def tick(self, tick):
+    def tick(self, device, tick):
         pass
 
     def genome_finished(self, genome, evaluation, best):

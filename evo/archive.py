@@ -427,8 +427,11 @@ class Archive:
             )
         return self.evaluation(eval_id)
 
-    def finish_evaluation(self, eval_id: int, outcome: Outcome) -> EvaluationRecord:
+    def finish_evaluation(self, eval_id: int, outcome: Outcome, device: str | None = None) -> EvaluationRecord:
         """Finish a RUNNING evaluation with the outcome of its process.
+
+        Args:
+            device: where it ran, when only known at its end (a Ray node); ``None``: as started.
 
         Raises:
             ArchiveError: the evaluation is unknown or already finished.
@@ -447,11 +450,12 @@ class Archive:
                 "UPDATE evaluations SET state = ?, finished_at = ?, wall_s = ?, returncode = ?, failure_kind = ?, "
                 "error = ?, log_tail = ?, metrics = ?, "
                 + ", ".join(f"{k} = ?" for k in METRIC_COLUMNS)
-                + " WHERE eval_id = ?",
+                + ", device = COALESCE(?, device) WHERE eval_id = ?",
                 [row["state"], _utcnow(), row["wall_s"], row["returncode"], row["failure_kind"], row["error"],
-                 row["log_tail"], json.dumps(outcome.metrics), *metric_values, eval_id],
+                 row["log_tail"], json.dumps(outcome.metrics), *metric_values, device, eval_id],
             )
-        return self.evaluation(eval_id)
+            finished = con.execute(f"SELECT {_EVAL_COLUMNS} FROM evaluations WHERE eval_id = ?", [eval_id]).fetchone()
+        return _evaluation(finished)
 
     def interrupt_running(self, run: str, reason: str) -> list[EvaluationRecord]:
         """Finish every RUNNING evaluation of a run as INTERRUPTED (they are re-run later).
@@ -482,14 +486,25 @@ class Archive:
             raise ArchiveError(f"no evaluation {eval_id}")
         return _evaluation(row)
 
-    def evaluations(self, run: str) -> list[EvaluationRecord]:
-        """All evaluations of a run, oldest first."""
+    def evaluations(self, run: str, log_tails_of_last: int | None = None) -> list[EvaluationRecord]:
+        """All evaluations of a run, oldest first.
+
+        Args:
+            log_tails_of_last: read the (large) log tails of only this many latest
+                evaluations; the others come with an empty ``log_tail`` (``None``: all).
+        """
+        columns = _EVAL_COLUMNS
+        if log_tails_of_last is not None:
+            keep = (
+                "CASE WHEN eval_id > (SELECT COALESCE(MAX(eval_id), 0) FROM evaluations WHERE run = $run) - "
+                f"{int(log_tails_of_last)} THEN log_tail ELSE '' END"
+            )
+            columns = ", ".join(keep if c.strip() == "log_tail" else c.strip() for c in _EVAL_COLUMNS.split(","))
         with self._tx(read_only=True) as con:
             rows = con.execute(
-                f"SELECT {_EVAL_COLUMNS} FROM evaluations WHERE run = ? ORDER BY eval_id", [run]
+                f"SELECT {columns} FROM evaluations WHERE run = $run ORDER BY eval_id", {"run": run}
             ).fetchall()
         return [_evaluation(r) for r in rows]
-
 
     # ------------------------------------------------------------------ LLM calls
 

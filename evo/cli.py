@@ -21,11 +21,11 @@ from rich.table import Table
 from evo import genome as genome_files
 from evo.archive import Archive, ArchiveError
 from evo.config import DATASETS, DEFAULT_LLM_MODEL, DEFAULT_OPERATORS, PROFILES, SELECTIONS, Paths, RunConfig
-from evo.engine import EVAL_SEED, Engine, EngineError
+from evo.engine import EVAL_SEED, Engine, EngineError, Execution
 from evo.evaluation import HarnessChangedError, sha256_file
 from evo.evaluator import EVALUATOR_VERSION
 from evo.export import standalone_source
-from evo.harness import HarnessError, detect_device, load_profiles, prepare_data
+from evo.harness import HarnessError, cuda_device_count, detect_device, load_profiles, prepare_data
 from evo.lineage import FORMATS, best_ancestry, build_graph, render_tree, write_graph
 from evo.llm.client import API_KEY_ENV, api_key_from_env
 from evo.llm.prices import parse_price, price_for
@@ -154,9 +154,37 @@ def _sigterm_as_interrupt() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def _execute(paths: Paths, archive: Archive, config: RunConfig, time_budget_s: float, device: str, seed_code: str | None) -> int:
+def _execution(args: argparse.Namespace, device: str) -> Execution:
+    """The evaluation slots asked for: ``--gpus``, ``--workers``, ``--ray``.
+
+    Raises:
+        ValueError: a malformed or impossible choice.
+    """
+    gpus = None
+    if args.gpus is not None:
+        try:
+            gpus = tuple(int(g) for g in args.gpus.split(",") if g.strip())
+        except ValueError:
+            raise ValueError(f"--gpus takes CUDA device numbers like 0,1,2,3, got {args.gpus!r}") from None
+        if not gpus or len(set(gpus)) != len(gpus) or min(gpus) < 0:
+            raise ValueError(f"--gpus takes distinct CUDA device numbers like 0,1,2,3, got {args.gpus!r}")
+        if not device.startswith("cuda") and args.ray is None:
+            raise ValueError("--gpus needs CUDA on this machine; on CPU use --workers N")
+    elif device.startswith("cuda") and args.ray is None:
+        gpus = tuple(range(cuda_device_count()))
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    if args.workers is not None and device.startswith("cuda") and args.ray is None:
+        raise ValueError("on a GPU machine each GPU is one slot: choose them with --gpus, not --workers")
+    return Execution(workers=args.workers, gpus=gpus, ray=args.ray)
+
+
+def _execute(
+    paths: Paths, archive: Archive, config: RunConfig, time_budget_s: float, device: str, seed_code: str | None,
+    execution: Execution,
+) -> int:
     reporter = ConsoleReporter(time_budget_s, console)
-    engine = Engine(paths, archive, config, time_budget_s, device, reporter)
+    engine = Engine(paths, archive, config, time_budget_s, device, reporter, execution)
     try:
         top = engine.run(seed_code)
     except KeyboardInterrupt:
@@ -179,6 +207,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     profile = args.profile or ("gpu" if device.startswith("cuda") else "cpu")
     if profile not in profiles:
         raise HarnessError(f"prepare.py has no profile {profile!r}")
+    execution = _execution(args, device)
     seed_path = Path(args.seed_genome).resolve() if args.seed_genome else paths.seed_genome
     if not seed_path.is_file():
         raise HarnessError(f"no seed genome at {seed_path}")
@@ -210,9 +239,9 @@ def cmd_start(args: argparse.Namespace) -> int:
         gens = f"{config.generations} generations" if config.generations else "generations until Ctrl-C"
         console.print(
             f"run [bold]{run}[/]: population {config.population}, {gens}, profile {profile} "
-            f"({time_budget_s:g} s per genome) on {device}; archive {paths.archive_path}"
+            f"({time_budget_s:g} s per genome) on {device}, {_slots_line(execution)}; archive {paths.archive_path}"
         )
-        return _execute(paths, archive, run_config, time_budget_s, device, seed_code)
+        return _execute(paths, archive, run_config, time_budget_s, device, seed_code, execution)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -226,6 +255,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         config = dataclasses.replace(config, max_llm_cost_usd=args.max_llm_cost)
     config = _llm_ready(config, paths)
     device = detect_device()
+    execution = _execution(args, device)
     with RunLock(paths.archive_path, record.run):
         prepare_data(paths.project_dir, config.profile, config.dataset)
         seed_code = None
@@ -233,7 +263,32 @@ def cmd_resume(args: argparse.Namespace) -> int:
             seed_code = Path(config.seed_genome).read_text(encoding="utf-8")
         done = sum(1 for r in _results(archive, record.run) if r.is_finished)
         console.print(f"resuming run [bold]{record.run}[/] ({done} genomes evaluated) on {device}")
-        return _execute(paths, archive, config, record.time_budget_s, device, seed_code)
+        return _execute(paths, archive, config, record.time_budget_s, device, seed_code, execution)
+
+
+def _slots_line(execution: Execution) -> str:
+    if execution.ray is not None:
+        return f"Ray cluster {execution.ray}" + (f", {execution.workers} slots" if execution.workers else "")
+    if execution.gpus:
+        return f"{len(execution.gpus)} GPU slot(s) ({','.join(map(str, execution.gpus))})"
+    n = execution.workers or 1
+    return f"{n} CPU slot(s)"
+
+
+def _running_lines(results: Sequence[GenomeResult], time_budget_s: float) -> list[str]:
+    """One line per evaluation running now: slot, genome, seconds so far."""
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    lines = []
+    for r in results:
+        if r.state != "RUNNING" or r.last is None:
+            continue
+        elapsed = (now - r.last.started_at).total_seconds() if r.last.started_at else 0.0
+        left = max(0.0, time_budget_s - elapsed)
+        lines.append(
+            f"  {r.last.device or '?'}: {r.genome_id} (attempt {r.last.attempt}) running {elapsed:.0f} s, "
+            f"~{left:.0f} s of training budget left · {r.genome.description[:50]}"
+        )
+    return lines
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -260,6 +315,11 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"noise floor sigma {sigma:.6f} (seed genome, n={seed.n}); an improvement must beat the best by "
             f"> {config.noise_k:g} sigma = {config.noise_k * sigma:.6f}"
         )
+    running = _running_lines(results, record.time_budget_s)
+    if running:
+        console.print(f"running now ({len(running)} slot(s)):", highlight=False)
+        for line in running:
+            console.print(line, highlight=False, markup=False)
     llm_line = _llm_line(archive, record.run, config)
     if llm_line:
         console.print(llm_line, highlight=False)
@@ -425,6 +485,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="limit of one LLM request, retried on timeout (default 300)")
     llm.add_argument("--proposal-workers", type=int, default=4, metavar="N",
                      help="children proposed ahead, in threads, while genomes train (default 4; 0: none)")
+    slots = p.add_argument_group("evaluation slots")
+    slots.add_argument("--gpus", default=None, metavar="0,1,...",
+                       help="CUDA devices to use, one genome on each at a time (default: every visible GPU)")
+    slots.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="genomes evaluated at once: on CPU, the cores are split into N pinned blocks "
+                       "(default 1); with --ray, Ray tasks in flight (default: the cluster's GPUs)")
+    slots.add_argument("--ray", default=None, metavar="ADDRESS",
+                       help="run each evaluation as a Ray task on a cluster: auto (the one `ray start` made "
+                       "here), HOST:PORT, or local (a Ray instance of this process); needs pip install 'evo[ray]'")
     trust = p.add_argument_group("trusted evaluation")
     trust.add_argument("--fitness", choices=("trusted", "reported"), default="trusted",
                        help="trusted (default): evo's own evaluator scores the model each genome exports, in a "
@@ -446,6 +515,16 @@ def build_parser() -> argparse.ArgumentParser:
                        "an interrupted one is run again, generation numbers continue.")
     p.add_argument("run", nargs="?", help="run name (default: the latest run)")
     p.add_argument("--generations", type=int, default=None, help="new total number of generations (default: as started)")
+    slots = p.add_argument_group("evaluation slots")
+    slots.add_argument("--gpus", default=None, metavar="0,1,...",
+                       help="CUDA devices to use, one genome on each at a time (default: every visible GPU)")
+    slots.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="genomes evaluated at once: on CPU, the cores are split into N pinned blocks "
+                       "(default 1); with --ray, Ray tasks in flight (default: the cluster's GPUs)")
+    slots.add_argument("--ray", default=None, metavar="ADDRESS",
+                       help="run each evaluation as a Ray task on a cluster: auto (the one `ray start` made "
+                       "here), HOST:PORT, or local (a Ray instance of this process); needs pip install 'evo[ray]'")
+
     p.add_argument("--max-llm-cost", type=float, default=None, metavar="USD",
                    help="new cap on the run's total LLM spend (default: as started)")
     p.set_defaults(func=cmd_resume)

@@ -1,7 +1,8 @@
 """The launcher of a genome (or evaluator) process: ``python -m evo.confine [limits] -- ARGV``.
 
 A single-threaded process that, in this order, asks to die with the engine
-(``PR_SET_PDEATHSIG``), joins the evaluation's cgroups, sets the rlimits, and execs
+(``PR_SET_PDEATHSIG``), joins the evaluation's cgroups, pins itself to its slot's
+cores, sets the rlimits, and execs
 ``ARGV`` (the sandbox). Everything ``ARGV`` starts inherits the cgroup and the rlimits.
 It imports nothing heavy, so it costs a bare interpreter start (see :mod:`evo.limits`).
 """
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fsize-mb", type=int, help="RLIMIT_FSIZE, MiB")
     parser.add_argument("--nproc", type=int, help="RLIMIT_NPROC")
     parser.add_argument("--as-mb", type=int, help="RLIMIT_AS, MiB")
+    parser.add_argument("--cpus", help="pin to these CPU cores, comma-separated (a slot's share of the machine)")
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -46,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     for group in args.cgroup:
         with open(os.path.join(group, "cgroup.procs"), "w") as handle:
             handle.write(str(os.getpid()))
+    if args.cpus:
+        os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
     _set_limit(resource.RLIMIT_CORE, 0)
     if args.fsize_mb:
         _set_limit(resource.RLIMIT_FSIZE, args.fsize_mb * 2**20)

@@ -27,7 +27,7 @@ import re
 import shutil
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import evo
@@ -81,6 +81,27 @@ class EvaluationSetup:
     hidden: tuple[Path, ...] = ()
     gpu: bool = False
     python: str = sys.executable
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one slot's genomes run.
+
+    Attributes:
+        name: what is recorded as the evaluation's device and shown by ``evo status``
+            (``cuda:0``, ``cpu[0-3]``, ``ray:10.0.0.5/GPU1``).
+        env: variables added to the genome's environment (``CUDA_VISIBLE_DEVICES``,
+            ``OMP_NUM_THREADS``).
+        gpu_index: the one CUDA device the slot's genomes may open (``None``: every
+            device the run may use, or none on CPU).
+        cpus: CPU cores its processes are pinned to (``()``: not pinned).
+    """
+
+    name: str
+    env: dict[str, str] = field(default_factory=dict)
+    gpu_index: int | None = None
+    cpus: tuple[int, ...] = ()
+
 
 
 def sha256_file(path: Path) -> str:
@@ -148,6 +169,7 @@ def evaluate_genome(
     hard_limit_s: float,
     scoring_limit: float | None,
     on_tick: Callable[[Tick], None] | None = None,
+    placement: Placement | None = None,
 ) -> Outcome:
     """Run and score one genome (module docstring, steps 1-5).
 
@@ -158,6 +180,8 @@ def evaluate_genome(
         env: the harness's variables for it (``EVO_PROFILE``, ``EVO_SEED``, ...).
         hard_limit_s: the wall-clock limit of the process, seconds.
         scoring_limit: the scoring limit, seconds (``None``: none yet).
+        placement: the slot it runs on (its GPU, its cores, their variables); ``None``:
+            the whole machine.
 
     Returns:
         The :class:`Outcome` to record (``sandbox`` set).
@@ -176,8 +200,9 @@ def evaluate_genome(
         trusted_harness.mkdir()
         (trusted_harness / "prepare.py").write_bytes(harness)
         limit = hard_limit_s if scoring_limit is None else min(hard_limit_s, scoring_limit)
-        result = _run_genome(setup, workspace, log_path, env, limit, on_tick)
-        outcome = _judge(setup, result, workspace, trusted_harness, log_path, hard_limit_s, scoring_limit)
+        placement = placement or Placement("local")
+        result = _run_genome(setup, workspace, log_path, {**env, **placement.env}, limit, on_tick, placement)
+        outcome = _judge(setup, result, workspace, trusted_harness, log_path, hard_limit_s, scoring_limit, placement)
     finally:
         shutil.rmtree(workspace, ignore_errors=True)
         shutil.rmtree(trusted_harness, ignore_errors=True)
@@ -198,34 +223,37 @@ def _genome_env(setup: EvaluationSetup, workspace: Path, env: dict[str, str]) ->
     })
 
 
-def _confined(setup: EvaluationSetup, confinement: Confinement, argv: list[str], spec: SandboxSpec) -> list[str]:
-    launcher = [setup.python, "-m", "evo.confine", *confinement.launcher_args(), "--"]
+def _confined(
+    setup: EvaluationSetup, confinement: Confinement, argv: list[str], spec: SandboxSpec, placement: Placement,
+) -> list[str]:
+    cpus = ["--cpus", ",".join(map(str, placement.cpus))] if placement.cpus else []
+    launcher = [setup.python, "-m", "evo.confine", *confinement.launcher_args(), *cpus, "--"]
     return launcher + setup.sandbox.command(argv, spec)
 
 
 def _run_genome(
     setup: EvaluationSetup, workspace: Path, log_path: Path, env: dict[str, str], limit_s: float,
-    on_tick: Callable[[Tick], None] | None,
+    on_tick: Callable[[Tick], None] | None, placement: Placement,
 ) -> ProcessResult:
     genome_env = _genome_env(setup, workspace, env)
     if not setup.sandbox.isolated:
         (workspace / "tmp").mkdir()
     spec = SandboxSpec(
         workdir=workspace, env=genome_env, read_only=setup.data_files, hidden=setup.hidden, gpu=setup.gpu,
-        overlays=((workspace / "prepare.py", workspace / "prepare.py"),),
+        gpu_index=placement.gpu_index, overlays=((workspace / "prepare.py", workspace / "prepare.py"),),
     )
     with Confinement(setup.limits) as confinement:
-        argv = _confined(setup, confinement, [setup.python, "train.py"], spec)
+        argv = _confined(setup, confinement, [setup.python, "train.py"], spec, placement)
         return run_process(argv, log_path, workspace, genome_env, limit_s, on_tick, on_exit=confinement.kill_all)
 
 
 def _judge(
     setup: EvaluationSetup, result: ProcessResult, workspace: Path, trusted_harness: Path, log_path: Path,
-    hard_limit_s: float, scoring_limit: float | None,
+    hard_limit_s: float, scoring_limit: float | None, placement: Placement,
 ) -> Outcome:
     """How the genome ended, and its fitness; in a trusted run a printed val_bpb is only ever
     kept as ``reported_val_bpb``."""
-    outcome = _verdict(setup, result, workspace, trusted_harness, log_path, hard_limit_s, scoring_limit)
+    outcome = _verdict(setup, result, workspace, trusted_harness, log_path, hard_limit_s, scoring_limit, placement)
     if setup.fitness == "trusted" and outcome.state is not EvalState.COMPLETE and "val_bpb" in outcome.metrics:
         metrics = {k: v for k, v in outcome.metrics.items() if k != "val_bpb"}
         outcome = replace(outcome, metrics={**metrics, "reported_val_bpb": outcome.metrics["val_bpb"]})
@@ -234,7 +262,7 @@ def _judge(
 
 def _verdict(
     setup: EvaluationSetup, result: ProcessResult, workspace: Path, trusted_harness: Path, log_path: Path,
-    hard_limit_s: float, scoring_limit: float | None,
+    hard_limit_s: float, scoring_limit: float | None, placement: Placement,
 ) -> Outcome:
     if scoring_limit is not None and result.wall_s > scoring_limit and (not result.timed_out or scoring_limit < hard_limit_s):
         return Outcome(
@@ -247,7 +275,7 @@ def _verdict(
     if setup.fitness == "reported" or result.timed_out or result.returncode != 0 or outcome.failure_kind is FailureKind.NAN:
         return outcome
     printed = outcome.metrics
-    score = _trusted_score(setup, workspace / MODEL_DIR, trusted_harness, log_path)
+    score = _trusted_score(setup, workspace / MODEL_DIR, trusted_harness, log_path, placement)
     if "reason" in score:
         return Outcome(EvalState.FAIL, result.wall_s, result.returncode, printed, FailureKind.UNVERIFIABLE,
                        str(score["reason"]), outcome.log_tail)
@@ -259,7 +287,7 @@ def _verdict(
     return Outcome(EvalState.COMPLETE, result.wall_s, result.returncode, metrics, None, None, outcome.log_tail)
 
 
-def _trusted_score(setup: EvaluationSetup, model_dir: Path, trusted_harness: Path, genome_log: Path) -> dict:
+def _trusted_score(setup: EvaluationSetup, model_dir: Path, trusted_harness: Path, genome_log: Path, placement: Placement) -> dict:
     """Run the trusted evaluator on ``model_dir``; its JSON result (``reason`` if unverifiable)."""
     if not model_dir.is_dir() or model_dir.is_symlink():
         return {"reason": "the genome exported no model (prepare.evaluate_bpb was never called, or was replaced)"}
@@ -267,16 +295,16 @@ def _trusted_score(setup: EvaluationSetup, model_dir: Path, trusted_harness: Pat
     env = allowed_environment({
         "EVO_PROFILE": setup.profile, "EVO_DATASET": setup.dataset, "EVO_CACHE_DIR": str(setup.cache_dir),
         "PYTHONPATH": os.pathsep.join((str(trusted_harness), str(package_parent))),
-        "HOME": str(trusted_harness), "PYTHONDONTWRITEBYTECODE": "1",
+        "HOME": str(trusted_harness), "PYTHONDONTWRITEBYTECODE": "1", **placement.env,
     })
     spec = SandboxSpec(
-        workdir=trusted_harness, env=env, writable=False, gpu=setup.gpu,
+        workdir=trusted_harness, env=env, writable=False, gpu=setup.gpu, gpu_index=placement.gpu_index,
         read_only=(model_dir, setup.cache_dir, Path(evo.__file__).resolve().parent),
     )
     log = genome_log.with_name(genome_log.name.replace(".log", ".trusted.log"))
     limits = replace(setup.limits, max_file_size_mb=64)
     with Confinement(limits) as confinement:
-        argv = _confined(setup, confinement, [setup.python, "-m", "evo.evaluator", str(model_dir)], spec)
+        argv = _confined(setup, confinement, [setup.python, "-m", "evo.evaluator", str(model_dir)], spec, placement)
         result = run_process(argv, log, trusted_harness, env, EVALUATOR_MIN_LIMIT_S, on_exit=confinement.kill_all)
     for line in reversed(result.tail.splitlines()):
         if line.startswith(RESULT_PREFIX):

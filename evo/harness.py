@@ -120,6 +120,13 @@ def detect_device() -> str:
     return "cpu"
 
 
+def cuda_device_count() -> int:
+    """CUDA devices visible to this process (0 without CUDA)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
 def default_profile() -> str:
     """``gpu`` where CUDA is available, ``cpu`` otherwise."""
     return "gpu" if detect_device().startswith("cuda") else "cpu"

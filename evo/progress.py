@@ -1,31 +1,40 @@
-"""Progress output while a run works: the current genome, its budget, the best so far.
+"""Progress output while a run works: one line per busy evaluation slot, the best so far.
 
-On a terminal a live line (rich) shows the genome being trained, the wall time against
-its budget and the genome's own last progress line; each finished genome gets one
-permanent line, which is also all that is printed when output goes to a file.
+On a terminal a live display (rich) keeps one row per slot: its device, the genome, its
+place in its cohort (``3/8``), the operator's description cut to fit the width, a bar of
+wall time against the training budget, and the seconds left. Finished genomes, new bests
+and messages are printed as permanent lines above it, which is also all that is printed
+when output goes to a file.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Protocol
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TaskID, TextColumn
 
 from evo.records import EvalState, EvaluationRecord, GenomeRecord
 from evo.results import GenomeResult
 from evo.runner import Tick
 
+BAR_WIDTH = 10
+TIME_WIDTH = 9  # " 123/300s"
+
 
 class Reporter(Protocol):
-    """Receives the engine's progress events."""
+    """Receives the engine's progress events (the engine's thread, except ``tick``)."""
 
     def generation_started(self, generation: int, population: int) -> None: ...
 
-    def genome_started(self, genome: GenomeRecord, index: int, population: int, attempt: int) -> None: ...
+    def genome_started(self, genome: GenomeRecord, index: int, population: int, attempt: int, device: str) -> None: ...
 
-    def tick(self, tick: Tick) -> None: ...
+    def tick(self, device: str, tick: Tick) -> None:
+        """Progress of the genome running on ``device``; called from worker threads."""
+        ...
 
     def genome_finished(self, genome: GenomeRecord, evaluation: EvaluationRecord, best: GenomeResult | None) -> None: ...
 
@@ -38,82 +47,107 @@ def _fmt_bpb(value: float | None) -> str:
     return f"{value:.6f}" if value is not None else "-"
 
 
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+
+
 class ConsoleReporter:
-    """Reporter printing to a rich console (live bar on a terminal, plain lines otherwise).
+    """Reporter printing to a rich console (a live row per slot on a terminal, plain lines otherwise).
 
     Args:
-        time_budget_s: each genome's training budget, for the progress bar's scale.
+        time_budget_s: each genome's training budget, for the bars' scale.
         console: where to print (default: stdout).
     """
 
     def __init__(self, time_budget_s: float, console: Console | None = None) -> None:
         self.console = console or Console()
         self.time_budget_s = time_budget_s
-        self.generation = 0
         self.best: GenomeResult | None = None
+        self._lock = threading.Lock()
         self._progress: Progress | None = None
-        self._task = None
+        self._rows: dict[str, TaskID] = {}  # slot -> its live row
+        self._slot_of: dict[str, str] = {}  # genome id -> the slot running it
 
-    # a bar from 0 to the budget plus start-up; the text carries the genome's own last line
-    def _start_bar(self, label: str, total_s: float) -> None:
-        self._stop_bar()
+    # ------------------------------------------------------------------ the live rows
+
+    def _live(self) -> Progress | None:
         if not self.console.is_terminal:
-            return
-        self._progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(bar_width=24),
-            TextColumn("{task.completed:>4.0f}/{task.total:.0f} s"),
-            TimeElapsedColumn(),
-            TextColumn("{task.fields[last]}", style="dim"),
-            console=self.console,
-            transient=True,
-        )
-        self._progress.start()
-        self._task = self._progress.add_task(label, total=total_s, last="")
+            return None
+        if self._progress is None:
+            self._progress = Progress(
+                TextColumn("{task.description}", markup=False),
+                BarColumn(bar_width=BAR_WIDTH),
+                TextColumn("{task.fields[clock]}", markup=False),
+                console=self.console, transient=True,
+            )
+            self._progress.start()
+        return self._progress
 
-    def _stop_bar(self) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-            self._progress = None
-            self._task = None
+    def _label(self, device: str, genome: GenomeRecord, index: int, population: int, attempt: int) -> str:
+        again = f" a{attempt}" if attempt > 1 else ""
+        head = f"{device} {genome.genome_id} {index}/{population}{again} "
+        room = self.console.width - BAR_WIDTH - TIME_WIDTH - 3 - len(head)
+        return head + _cut(genome.description, max(8, room))
+
+    def _stop_row(self, device: str) -> None:
+        with self._lock:
+            task = self._rows.pop(device, None)
+            if task is not None and self._progress is not None:
+                self._progress.remove_task(task)
+                if not self._rows:
+                    self._progress.stop()
+                    self._progress = None
+
+    # ------------------------------------------------------------------ events
 
     def generation_started(self, generation: int, population: int) -> None:
-        self.generation = generation
-        self.console.rule(f"generation {generation} · {population} children")
+        self.message(f"[bold]generation {generation}[/] · {population} children")
 
-    def genome_started(self, genome: GenomeRecord, index: int, population: int, attempt: int) -> None:
-        again = f" (attempt {attempt})" if attempt > 1 else ""
-        best = f"best {_fmt_bpb(self.best.val_bpb)} ({self.best.genome_id})" if self.best else "best -"
-        label = f"[gen {genome.generation} {index}/{population}] {genome.genome_id}{again} {genome.description[:60]} | {best}"
-        if not self.console.is_terminal:
-            self.console.print(f"{label} ... training for {self.time_budget_s:.0f} s", highlight=False)
-        self._start_bar(label, self.time_budget_s)
+    def genome_started(self, genome: GenomeRecord, index: int, population: int, attempt: int, device: str) -> None:
+        label = self._label(device, genome, index, population, attempt)
+        self._slot_of[genome.genome_id] = device
+        with self._lock:
+            live = self._live()
+            if live is None:
+                self.console.print(f"{label} ... training for {self.time_budget_s:.0f} s", highlight=False, markup=False)
+                return
+            old = self._rows.pop(device, None)
+            if old is not None:
+                live.remove_task(old)
+            self._rows[device] = live.add_task(label, total=self.time_budget_s, clock="")
 
-    def tick(self, tick: Tick) -> None:
-        if self._progress is not None:
-            total = max(self.time_budget_s, tick.elapsed_s)
-            self._progress.update(self._task, completed=tick.elapsed_s, total=total, last=tick.last_line[-70:])
+    def tick(self, device: str, tick: Tick) -> None:
+        with self._lock:
+            task = self._rows.get(device)
+            if task is None or self._progress is None:
+                return
+            clock = f"{min(tick.elapsed_s, 9999):4.0f}/{self.time_budget_s:.0f}s"
+            self._progress.update(task, completed=min(tick.elapsed_s, self.time_budget_s), clock=clock)
 
     def genome_finished(self, genome: GenomeRecord, evaluation: EvaluationRecord, best: GenomeResult | None) -> None:
-        self._stop_bar()
+        self._stop_row(self._slot_of.pop(genome.genome_id, evaluation.device or ""))
+        new_best = best is not None and (self.best is None or best.genome_id != self.best.genome_id)
         self.best = best
-        wall = f"{evaluation.wall_s:.1f} s" if evaluation.wall_s is not None else "-"
+        wall = f"{evaluation.wall_s:.0f}s" if evaluation.wall_s is not None else "-"
         if evaluation.state is EvalState.COMPLETE:
-            mark = " [bold green]new best[/]" if best and best.genome_id == genome.genome_id else ""
+            mark = " [bold green]new best[/]" if new_best and best.genome_id == genome.genome_id else ""
             verdict = f"val_bpb {evaluation.val_bpb:.6f}{mark}"
         else:
-            verdict = f"[red]{evaluation.state.value}[/] {evaluation.failure_kind}: {(evaluation.error or '')[:80]}"
-        self.console.print(f"  {genome.genome_id} {genome.description[:70]} -> {verdict} (wall {wall})")
+            verdict = f"[red]{evaluation.state.value}[/] {evaluation.failure_kind or ''}"
+        room = max(10, self.console.width - 40)
+        self.console.print(f"  {genome.genome_id} {escape(_cut(genome.description, room))} -> {verdict} ({wall})",
+                           highlight=False)
+        if evaluation.state is not EvalState.COMPLETE and evaluation.error:
+            self.console.print(f"    {escape(_cut(evaluation.error, self.console.width - 4))}", highlight=False,
+                               style="dim")
 
     def generation_finished(self, generation: int, best: GenomeResult | None, results: Sequence[GenomeResult]) -> None:
-        self._stop_bar()
-        done = [r for r in results if r.genome.generation == generation]
-        complete = sum(1 for r in done if r.is_complete)
+        complete = sum(1 for r in results if r.is_complete)
         self.console.print(
-            f"generation {generation} done: {complete}/{len(done)} complete; "
-            f"best so far {_fmt_bpb(best.val_bpb if best else None)}" + (f" ({best.genome_id})" if best else "")
+            f"generation {generation} done: {complete}/{len(results)} complete; "
+            f"best {_fmt_bpb(best.val_bpb if best else None)}" + (f" ({best.genome_id})" if best else ""),
+            highlight=False,
         )
 
     def message(self, text: str) -> None:
-        self._stop_bar()
         self.console.print(text)

@@ -2,9 +2,8 @@
 
 An LLM answer takes tens of seconds; a genome trains for minutes. The engine submits the
 proposals of a generation's open slots as soon as their parents are known, and takes
-them one by one when a slot comes up: a ready proposal at once, else it waits for it.
-Proposals never run more than one generation ahead (the next generation's parents are
-not known until this one is evaluated).
+them when a slot comes up (see :mod:`evo.scheduler`). Proposals never run more than one
+cohort ahead (the next cohort's parents are not known until this one is evaluated).
 
 Workers are daemon threads: on Ctrl-C the engine stops at once, abandoning what is
 pending; a call in flight cannot be killed, and ends with the process.
@@ -15,7 +14,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Hashable
-from concurrent.futures import Future
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -60,6 +59,15 @@ class ProposalPool(Generic[T]):
             Exception: whatever the job raised.
         """
         return self._futures.pop(key).result()
+
+    def keys(self) -> list[Hashable]:
+        """Keys submitted and not yet taken."""
+        return list(self._futures)
+
+    def wait_any(self, timeout_s: float) -> None:
+        """Return once some submitted job has finished, or after ``timeout_s``."""
+        if self._futures:
+            wait(list(self._futures.values()), timeout=timeout_s, return_when=FIRST_COMPLETED)
 
     def ready(self, key: Hashable) -> bool:
         """Whether ``key``'s job has finished."""

@@ -58,22 +58,24 @@ class GenomeResult:
         return self.state in (EvalState.COMPLETE.value, EvalState.FAIL.value, EvalState.TIMEOUT.value)
 
 
+def genome_result(genome: GenomeRecord, evaluations: Iterable[EvaluationRecord]) -> GenomeResult:
+    """The :class:`GenomeResult` of one genome from its evaluations (any order)."""
+    evals = sorted(evaluations, key=lambda e: e.eval_id)
+    counted = [e for e in evals if e.state is not EvalState.INTERRUPTED]
+    last = counted[-1] if counted else (evals[-1] if evals else None)
+    scores = [e.val_bpb for e in evals if e.state is EvalState.COMPLETE and e.val_bpb is not None]
+    mean = statistics.fmean(scores) if scores else None
+    std = statistics.stdev(scores) if len(scores) > 1 else (0.0 if scores else None)
+    state = last.state.value if last is not None else PENDING
+    return GenomeResult(genome, state, mean, std, len(scores), last, tuple(evals))
+
+
 def genome_results(genomes: Iterable[GenomeRecord], evaluations: Iterable[EvaluationRecord]) -> list[GenomeResult]:
     """One :class:`GenomeResult` per genome, in the genomes' order."""
     by_genome: dict[str, list[EvaluationRecord]] = {}
     for evaluation in evaluations:
         by_genome.setdefault(evaluation.genome_id, []).append(evaluation)
-    results = []
-    for genome in genomes:
-        evals = sorted(by_genome.get(genome.genome_id, []), key=lambda e: e.eval_id)
-        counted = [e for e in evals if e.state is not EvalState.INTERRUPTED]
-        last = counted[-1] if counted else (evals[-1] if evals else None)
-        scores = [e.val_bpb for e in evals if e.state is EvalState.COMPLETE and e.val_bpb is not None]
-        mean = statistics.fmean(scores) if scores else None
-        std = statistics.stdev(scores) if len(scores) > 1 else (0.0 if scores else None)
-        state = last.state.value if last is not None else PENDING
-        results.append(GenomeResult(genome, state, mean, std, len(scores), last, tuple(evals)))
-    return results
+    return [genome_result(genome, by_genome.get(genome.genome_id, ())) for genome in genomes]
 
 
 def ranked(results: Sequence[GenomeResult]) -> list[GenomeResult]:

@@ -70,6 +70,8 @@ class SandboxSpec:
         hidden: folders covered by an empty one (validation data, the archive, genomes).
         env: the process's complete environment.
         gpu: bind the NVIDIA device nodes.
+        gpu_index: bind only this GPU's node (CUDA index in PCI bus order), so a genome
+            cannot reach its neighbours' GPUs by unsetting ``CUDA_VISIBLE_DEVICES``.
     """
 
     workdir: Path
@@ -78,6 +80,7 @@ class SandboxSpec:
     hidden: tuple[Path, ...] = ()
     writable: bool = True
     gpu: bool = False
+    gpu_index: int | None = None
     overlays: tuple[tuple[Path, Path], ...] = field(default=())  # (source, target) read-only, bound last
 
 
@@ -166,8 +169,10 @@ def bwrap_arguments(spec: SandboxSpec) -> list[str]:
     for path in spec.read_only:
         args += ["--ro-bind", str(path), str(path)]
     if spec.gpu:
+        only = gpu_device_minor(spec.gpu_index) if spec.gpu_index is not None else None
         for device in sorted(Path("/dev").glob("nvidia*")):
-            if GPU_DEVICE_PATTERN.match(device.name):
+            match = GPU_DEVICE_PATTERN.match(device.name)
+            if match and (only is None or not match.group(1).isdigit() or int(match.group(1)) == only):
                 args += ["--dev-bind", str(device), str(device)]
     workdir = str(spec.workdir)
     args += ["--bind" if spec.writable else "--ro-bind", workdir, workdir, "--chdir", workdir]
@@ -177,6 +182,27 @@ def bwrap_arguments(spec: SandboxSpec) -> list[str]:
     for key, value in sorted(spec.env.items()):
         args += ["--setenv", key, value]
     return args
+
+
+def gpu_identity(cuda_index: int, driver_dir: Path = Path("/proc/driver/nvidia/gpus")) -> tuple[int, str] | None:
+    """``(minor, uuid)`` of CUDA device ``cuda_index`` in PCI bus order
+    (``CUDA_DEVICE_ORDER=PCI_BUS_ID``): its ``/dev/nvidiaN`` number and its ``GPU-...`` UUID,
+    read from the driver's ``information`` files; ``None`` when they cannot be read (then
+    every GPU node is bound and the slot is chosen by index only)."""
+    try:
+        buses = sorted(p for p in driver_dir.iterdir() if (p / "information").is_file())
+        text = (buses[cuda_index] / "information").read_text()
+    except (OSError, IndexError):
+        return None
+    minor = re.search(r"^Device Minor:\s*(\d+)", text, re.MULTILINE)
+    uuid = re.search(r"^GPU UUID:\s*(\S+)", text, re.MULTILINE)
+    return (int(minor.group(1)), uuid.group(1)) if minor and uuid else None
+
+
+def gpu_device_minor(cuda_index: int) -> int | None:
+    """The ``/dev/nvidiaN`` number of CUDA device ``cuda_index`` (see :func:`gpu_identity`)."""
+    identity = gpu_identity(cuda_index)
+    return identity[0] if identity else None
 
 
 def detect(mode: str = "auto") -> Sandbox:

@@ -15,16 +15,17 @@ generation is not drawn again, so one lucky genome cannot take over the populati
 
 from __future__ import annotations
 
+import heapq
 import random
 from collections.abc import Mapping, Sequence
 
 from evo.config import SELECTIONS
-from evo.results import GenomeResult, ranked
+from evo.results import GenomeResult
 
 
 def survivors(results: Sequence[GenomeResult], mu: int) -> list[GenomeResult]:
-    """The ``mu`` best COMPLETE genomes, best first."""
-    return [r for r in ranked(results) if r.is_complete][:mu]
+    """The ``mu`` best COMPLETE genomes, best first (ties by age); O(n log mu)."""
+    return heapq.nsmallest(mu, (r for r in results if r.is_complete), key=lambda r: (r.val_bpb, r.genome.created_at))
 
 
 def tournament(pool: Sequence[GenomeResult], rng: random.Random, size: int) -> GenomeResult:

@@ -48,7 +48,7 @@ def build_fake_run(project: Path, run: str = RUN) -> FakeRun:
     code = archive.source(top.genome.source_sha256)
     crash = archive.add_genome(run, 2, "manual", "BEHAVIOUR ok -> crash", set_constants(code, {"BEHAVIOUR": "crash"}),
                                (top.genome_id,))
-    engine.evaluate(crash, 1)
+    engine.evaluate(crash)
     pending = archive.add_genome(run, 2, "manual", "DEPTH 3 -> 5 (never evaluated)", set_constants(code, {"DEPTH": 5}),
                                  (top.genome_id,))
     return FakeRun(project, archive, run, crash.genome_id, pending.genome_id)

@@ -25,10 +25,10 @@ class Recorder:
     def generation_started(self, generation, population):
         pass
 
-    def genome_started(self, genome, index, population, attempt):
+    def genome_started(self, genome, index, population, attempt, device):
         self.started.append(genome.genome_id)
 
-    def tick(self, tick):
+    def tick(self, device, tick):
         if self.interrupt_at is not None and len(self.started) == self.interrupt_at:
             self.interrupt_at = None
             raise KeyboardInterrupt
@@ -62,7 +62,11 @@ def test_generations_select_complete_parents_and_never_repeat_a_genome(tmp_path,
     top = engine.run(fake_genome)
     results = genome_results(archive.genomes("r"), archive.evaluations("r"))
     assert len(results) == 9
-    assert Counter(r.genome.generation for r in results) == {0: 3, 1: 3, 2: 3}
+    # cohort 0 is the seed and its mutants (generation 0); later children are one generation
+    # deeper than their deepest parent
+    assert [r.genome.generation for r in results[:3]] == [0, 0, 0]
+    gen = {r.genome_id: r.genome.generation for r in results}
+    assert all(r.genome.generation == 1 + max(gen[p] for p in r.genome.parents) for r in results[3:])
     assert results[0].n == 3  # the seed's replicates measure the noise floor
     seed = results[0]
     assert seed.genome.operator == "seed" and seed.genome.parents == ()
@@ -117,5 +121,7 @@ def test_generation_zero_without_a_complete_genome_stops_the_run(tmp_path, fake_
     broken = set_constants(fake_genome, {"BEHAVIOUR": "crash"})
     # mutants may flip BEHAVIOUR to another value; only the string choices list can, and
     # BEHAVIOUR has none, so every genome of generation 0 crashes
-    with pytest.raises(EngineError, match="no genome of generation 0 completed"):
+    with pytest.raises(EngineError, match=r"the seed genome g0000 failed \(crash\).*see its log at .*g0000\.log"):
         engine.run(broken)
+    # nothing is wasted on mutants of a seed that never scored
+    assert [r.genome_id for r in engine.results()] == ["g0000"]

@@ -1,0 +1,368 @@
+"""What runs next when an evaluation slot frees: a due evaluation, or a new child.
+
+Asynchronous steady state (as in asynchronous evolution strategies and Ray Tune's
+asynchronous schedulers; see also Scott & De Jong 2016, "Understanding simple
+asynchronous evolutionary algorithms"): there is no generation barrier. Whenever a
+slot frees, the next job is decided from the run as it stands:
+
+1. an evaluation that is due, over every genome not being evaluated: a genome never
+   evaluated to an end (PENDING, or interrupted), the seed genome until it has
+   ``noise_replicates`` evaluations (the noise floor), a COMPLETE genome that beats the
+   incumbent by more than k * sigma but has fewer than ``best_replicates`` evaluations;
+2. else a new child. Births are paced in *cohorts* of ``population``: birth ``b``
+   belongs to cohort ``b // population``, and ``--generations G`` means ``G`` cohorts.
+   Cohort 0 is the seed genome and ``population - 1`` mutants of it (started once the
+   seed has scored); a child of a later cohort ``c`` draws its parents from the survivors
+   among the genomes of cohorts ``< c`` that have finished. With one slot every cohort is
+   finished before the next starts, which is exactly the generational (mu + lambda) loop.
+   A child's *generation*, recorded in the lineage, is one more than its deepest
+   parent's (0 for cohort 0).
+
+Children are proposed ahead, in threads (:mod:`evo.proposals`), as soon as their
+parents are known, so an LLM answer is written while genomes train. A slot never waits
+for a proposal that is not ready when another operator can make a child at once: that
+child is made now and the pending proposal is used for a later birth.
+
+Each planned child draws from its own generator, seeded by the run's seed, the cohort
+and the birth's index in it: proposals stay reproducible whatever the threads' timing.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+from evo import genome as genome_files
+from evo.config import SEED_OVERRIDES, RunConfig
+from evo.noise import incumbent, needs_replicate, noise_sigma, seed_result
+from evo.operators import Context, MutationOperator, Parent, Status
+from evo.operators.cst_tools import describe_change, read_constants, set_constants
+from evo.proposals import ProposalPool
+from evo.results import GenomeResult
+from evo.selection import select_parents, survivors
+from evo.state import RunState
+
+CONTEXT_BEST = 128  # operators learn from the best and the latest COMPLETE genomes:
+CONTEXT_RECENT = 128  # bounded, so a proposal costs the same at 100 and at 100k genomes
+
+
+class EngineError(RuntimeError):
+    """The search cannot go on (e.g. the seed genome failed, no new child can be made)."""
+
+
+@dataclass(frozen=True)
+class Child:
+    """A proposed child before it is recorded."""
+
+    code: str
+    operator: str
+    description: str
+    parents: tuple[str, ...]
+    generation: int = 0
+
+
+@dataclass(frozen=True)
+class Due:
+    """A recorded genome whose next evaluation is due; ``replicate`` numbers its seed."""
+
+    result: GenomeResult
+    replicate: int
+
+
+@dataclass(frozen=True)
+class Birth:
+    """A new child to record and evaluate; ``cohort`` and ``index`` place it in the pacing."""
+
+    child: Child
+    cohort: int
+    index: int
+
+
+@dataclass(frozen=True)
+class ChildPlan:
+    """What proposing one child needs, fixed in the engine's thread so it can run in another.
+
+    Attributes:
+        cohort, index: the birth it is planned for (index 0 takes the elite parent).
+        pool: the COMPLETE genomes parents are drawn from.
+        children_of: genome id -> children it has (or is planned to get) in this cohort.
+        seen: normalized hashes of every genome of the run (a child must be new).
+        sources: genome id -> source, for the pool.
+        rng: this plan's own generator.
+        operators: the operators it may use (all, or only those that answer at once).
+    """
+
+    cohort: int
+    index: int
+    pool: tuple[GenomeResult, ...]
+    children_of: dict[str, int]
+    seen: frozenset[str]
+    sources: dict[str, str]
+    context: Context
+    rng: random.Random
+    operators: tuple[str, ...]
+
+
+def seed_child(seed_code: str, profile: str, seed_name: str) -> Child:
+    """The cohort-0 seed genome: the seed file with its profile's overrides applied.
+
+    Overrides name constants of ``seed_train.py``; a seed genome of the user's own that
+    lacks some of them gets those it has (the description lists what was applied).
+    """
+    constants = read_constants(seed_code)
+    overrides = {k: v for k, v in SEED_OVERRIDES.get(profile, {}).items() if k in constants}
+    code = set_constants(seed_code, overrides) if overrides else seed_code
+    description = f"seed genome ({seed_name})"
+    if overrides:
+        changes = ", ".join(describe_change(k, constants[k].value, v) for k, v in overrides.items())
+        description += f", {profile} profile: {changes}"
+    return Child(code, "seed", description, ())
+
+
+def is_slow(operator: MutationOperator) -> bool:
+    """Operators whose proposals take long and cost money (the LLM): limited tries per child."""
+    return math.isfinite(getattr(operator, "max_tries_per_child", math.inf))
+
+
+class Scheduler:
+    """Decides the next job of a run (module docstring).
+
+    Args:
+        config: the run's settings.
+        operators: name -> operator, those with a positive weight.
+        context_extras: ``(profile, time_budget_s, program_md)`` for :class:`Context`;
+            ``program_md`` is called at each plan (edits of program.md apply at once).
+        seed_code: the seed genome's source (``None`` once the run has genomes).
+        seed_name: its file name, for the seed's description.
+        note: receives messages from proposal threads (shown by the engine).
+    """
+
+    def __init__(
+        self, config: RunConfig, operators: dict[str, MutationOperator], profile: str, time_budget_s: float,
+        program_md: Callable[[], str], seed_code: str | None, seed_name: str,
+    ) -> None:
+        self.config = config
+        self.operators = operators
+        self.profile = profile
+        self.time_budget_s = time_budget_s
+        self.program_md = program_md
+        self.seed_code = seed_code
+        self.seed_name = seed_name
+        self.proposals: ProposalPool[Child] = ProposalPool(config.proposal_workers)
+        self._fast = tuple(n for n, op in operators.items() if not is_slow(op))
+        self.waiting_for_proposal = False  # the last next() found only slow proposals, none ready
+
+    def close(self) -> None:
+        self.proposals.close()
+
+    # ------------------------------------------------------------------ the decision
+
+    def next(self, state: RunState, in_flight: int) -> Due | Birth | None:
+        """The job for a slot that just freed, or ``None`` when nothing can start now.
+
+        Args:
+            state: the run as it stands.
+            in_flight: evaluations running (they count against ``max_evaluations``).
+
+        Raises:
+            EngineError: no new child could be made.
+        """
+        self.waiting_for_proposal = False
+        if self.out_of_evaluations(state, in_flight):
+            return None
+        results = state.results()
+        due = self.due(results)
+        if due is not None:
+            return due
+        births = len(state)
+        cohort, index = divmod(births, self.config.population)
+        if self.config.generations is not None and cohort >= self.config.generations:
+            return None
+        if births == 0:
+            if self.seed_code is None:
+                raise EngineError("the run has no seed genome recorded and none was given")
+            return Birth(seed_child(self.seed_code, self.profile, self.seed_name), 0, 0)
+        pool = self.parent_pool(state, cohort)
+        if not pool:
+            return None  # parents not known yet: wait for a running evaluation
+        self.propose_ahead(state, cohort, pool, in_flight)
+        child = self.take_child(state, cohort, index, pool)
+        return None if child is None else Birth(child, cohort, index)
+
+    def out_of_evaluations(self, state: RunState, in_flight: int) -> bool:
+        """Whether ``max_evaluations`` evaluations are counted or running."""
+        return self.config.max_evaluations is not None and state.counted + in_flight >= self.config.max_evaluations
+
+    def due(self, results: list[GenomeResult]) -> Due | None:
+        """The first genome whose next evaluation is due (module docstring, 1), if any."""
+        for r in results:
+            if not r.is_finished and r.state != "RUNNING":
+                return Due(r, r.counted)
+        seed = seed_result(results)
+        if seed is not None and seed.is_complete and seed.state != "RUNNING" and seed.counted < self.config.noise_replicates:
+            return Due(seed, seed.counted)
+        sigma = noise_sigma(results)
+        current = incumbent(results, sigma, self.config.noise_k, self.config.best_replicates)
+        for r in results:
+            if r.state != "RUNNING" and needs_replicate(r, current, sigma, self.config.noise_k, self.config.best_replicates):
+                return Due(r, r.counted)
+        return None
+
+    def parent_pool(self, state: RunState, cohort: int) -> list[GenomeResult]:
+        """Who a child of ``cohort`` may descend from: the seed for cohort 0 (once it
+        scored), else the survivors among the finished genomes of earlier cohorts."""
+        results = state.results()
+        if cohort == 0:
+            seed = seed_result(results)
+            return [seed] if seed is not None and seed.is_complete else []
+        first_of_cohort = cohort * self.config.population
+        older = [r for r in results if state.birth_index(r.genome_id) < first_of_cohort]
+        return survivors(older, self.config.population)
+
+    # ------------------------------------------------------------------ children
+
+    def generation_of(self, state: RunState, cohort: int, parents: tuple[str, ...]) -> int:
+        """One more than the deepest parent's generation; 0 in cohort 0."""
+        if cohort == 0 or not parents:
+            return 0
+        return 1 + max(state.result(p).genome.generation for p in parents)
+
+    def plan(
+        self, state: RunState, cohort: int, index: int, pool: list[GenomeResult], children_of: dict[str, int],
+        context: Context | None = None, salt: str = "", fast_only: bool = False,
+    ) -> ChildPlan:
+        return ChildPlan(
+            cohort, index, tuple(pool), dict(children_of), frozenset(state.normalized),
+            {r.genome_id: state.source(r.genome) for r in pool}, context or self.context(state),
+            random.Random(f"{self.config.seed}:{cohort}:{index}{salt}"),
+            self._fast if fast_only else tuple(self.operators),
+        )
+
+    def children_of(self, state: RunState, cohort: int) -> Counter[str]:
+        """Children each genome has among the births of ``cohort``."""
+        counts: Counter[str] = Counter()
+        start = cohort * self.config.population
+        for r in state.results()[start:start + self.config.population]:
+            counts.update(set(r.genome.parents))
+        return counts
+
+    def propose_ahead(self, state: RunState, cohort: int, pool: list[GenomeResult], in_flight: int) -> None:
+        """Start proposing the open births of ``cohort`` in threads, once, in index order
+        (each plan's first operator and parents are drawn here, so elitism and the
+        children cap see the earlier plans)."""
+        if self.config.proposal_workers < 1 or any(key[0] == cohort for key in self.proposals.keys()):
+            return
+        first = len(state) - cohort * self.config.population
+        indices = list(range(first, self.config.population))
+        if self.config.max_evaluations is not None:  # do not pay for children that will never run
+            indices = indices[: max(0, self.config.max_evaluations - state.counted - in_flight)]
+        children_of = self.children_of(state, cohort)
+        context = self.context(state)
+        for i in indices:
+            plan = self.plan(state, cohort, i, pool, children_of, context)
+            choice = self.choose(plan, 0, Counter())
+            if choice is None:
+                return
+            children_of.update({p.genome_id for p in choice[1]})
+            self.proposals.submit((cohort, i), partial(self.mutate, plan, choice))
+
+    def take_child(self, state: RunState, cohort: int, index: int, pool: list[GenomeResult]) -> Child | None:
+        """The child for birth ``(cohort, index)``.
+
+        A ready proposal (its own first, else the oldest ready one); when none is ready, a
+        child made now by the operators that answer at once; when only slow operators
+        exist, ``None`` (the engine waits for the proposal while recording results).
+        """
+        keys = sorted(self.proposals.keys())
+        ready = [k for k in keys if self.proposals.ready(k)]
+        key = (cohort, index) if (cohort, index) in ready else (ready[0] if ready else None)
+        children_of = self.children_of(state, cohort)
+        if key is not None:
+            child = self.proposals.take(key)
+            if child.code and genome_files.normalized_sha256(child.code) not in state.normalized:
+                return self._placed(state, cohort, child)
+            # a proposal running beside it produced the same child first: propose again now
+            return self._placed(state, cohort, self.mutate(self.plan(state, cohort, index, pool, children_of, salt=":again")))
+        if keys and not self._fast:
+            self.waiting_for_proposal = True
+            return None
+        fast_only = bool(keys)
+        salt = ":now" if fast_only else ""
+        plan = self.plan(state, cohort, index, pool, children_of, salt=salt, fast_only=fast_only)
+        return self._placed(state, cohort, self.mutate(plan))
+
+    def _placed(self, state: RunState, cohort: int, child: Child) -> Child:
+        generation = self.generation_of(state, cohort, child.parents)
+        return Child(child.code, child.operator, child.description, child.parents, generation)
+
+    def choose(self, plan: ChildPlan, attempt: int, tries: Counter[str]) -> tuple[MutationOperator, list[GenomeResult]] | None:
+        """An operator (by the run's weights) and its parents, or ``None`` when no operator is left.
+
+        An operator with ``max_tries_per_child`` (the LLM: each try costs money) is not
+        drawn again for this child once it used them.
+        """
+        names = [
+            n for n in plan.operators
+            if tries[n] < getattr(self.operators[n], "max_tries_per_child", math.inf)
+        ]
+        if not names:
+            return None
+        operator = self.operators[plan.rng.choices(names, weights=[self.config.operators[n] for n in names])[0]]
+        if plan.cohort == 0:
+            return operator, [plan.pool[0]] * operator.n_parents
+        parents = select_parents(
+            list(plan.pool), operator.n_parents, plan.rng, self.config.selection, self.config.tournament_size,
+            elite_first=(attempt == 0 and plan.index == 0), children=plan.children_of, cap=self.config.children_cap,
+        )
+        return operator, parents
+
+    def mutate(self, plan: ChildPlan, first: tuple[MutationOperator, list[GenomeResult]] | None = None) -> Child:
+        """Apply operators to parents of ``plan`` until the child is new; safe to run in a thread.
+
+        Raises:
+            EngineError: no new child after ``config.mutation_attempts`` tries.
+        """
+        reasons: list[str] = []
+        tries: Counter[str] = Counter()
+        for attempt in range(self.config.mutation_attempts):
+            choice = first if attempt == 0 and first is not None else self.choose(plan, attempt, tries)
+            if choice is None:
+                reasons.append("every operator used its tries for this child")
+                break
+            operator, parents = choice
+            tries[operator.name] += 1
+            code_parents = [Parent(p.genome_id, plan.sources[p.genome_id], p.val_bpb) for p in parents]
+            result = operator.propose(code_parents, plan.rng, plan.context)
+            if result.status is not Status.OK:
+                reasons.append(f"{operator.name}: {result.reason}")
+                continue
+            try:
+                genome_files.validate(result.code)
+            except genome_files.InvalidGenomeError as exc:
+                reasons.append(f"{operator.name}: {exc}")
+                continue
+            if genome_files.normalized_sha256(result.code) in plan.seen:
+                reasons.append(f"{operator.name}: duplicate of an evaluated genome ({result.description})")
+                continue
+            ids = tuple(dict.fromkeys(p.genome_id for p in parents))
+            return Child(result.code, operator.name, result.description, ids)
+        raise EngineError(
+            f"no new child after {sum(tries.values())} attempts; last reasons: " + "; ".join(reasons[-3:])
+        )
+
+    def context(self, state: RunState) -> Context:
+        """What operators may learn from: every genome's verdict, and the sources of the
+        ``CONTEXT_BEST`` best and ``CONTEXT_RECENT`` latest COMPLETE genomes."""
+        results = state.results()
+        complete = [r for r in results if r.is_complete]
+        best = sorted(complete, key=lambda r: (r.val_bpb, r.genome.created_at))[:CONTEXT_BEST]
+        chosen = {r.genome_id: r for r in [*best, *complete[-CONTEXT_RECENT:]]}
+        shown = sorted(chosen.values(), key=lambda r: state.birth_index(r.genome_id))
+        return Context(
+            tuple((state.source(r.genome), r.val_bpb) for r in shown), tuple(results), self.profile,
+            self.time_budget_s, self.program_md(),
+        )
