@@ -29,6 +29,7 @@ and the birth's index in it: proposals stay reproducible whatever the threads' t
 
 from __future__ import annotations
 
+import heapq
 import math
 import random
 from collections import Counter
@@ -359,7 +360,7 @@ class Scheduler:
         ``CONTEXT_BEST`` best and ``CONTEXT_RECENT`` latest COMPLETE genomes."""
         results = state.results()
         complete = [r for r in results if r.is_complete]
-        best = sorted(complete, key=lambda r: (r.val_bpb, r.genome.created_at))[:CONTEXT_BEST]
+        best = heapq.nsmallest(CONTEXT_BEST, complete, key=lambda r: (r.val_bpb, r.genome.created_at))
         chosen = {r.genome_id: r for r in [*best, *complete[-CONTEXT_RECENT:]]}
         shown = sorted(chosen.values(), key=lambda r: state.birth_index(r.genome_id))
         return Context(
