@@ -138,6 +138,23 @@ def test_proposals_run_while_genomes_train(key, tmp_path, fake_genome):
     assert sum(gaps) < 0.6 * population * model_s
 
 
+def test_a_slot_does_not_wait_for_a_slow_llm_when_another_operator_can_answer(key, tmp_path, fake_genome):
+    """The model takes 4 s per answer, genomes train 0.3 s: the slot runs hyperparam children
+    meanwhile, and the LLM's answers are used for later births when they arrive."""
+    slow = set_constants(fake_genome, {"SLEEP_S": 0.3})
+    with FakeMessagesAPI(lambda request, n: Reply(lr_edit(parent_source(request), 0.5 + 0.05 * n),
+                                                  delay_s=4.0)) as api:
+        archive, _ = _run(tmp_path, slow, api, population=4, generations=3,
+                          operators={"llm": 0.9, "hyperparam": 0.1})
+    results = genome_results(archive.genomes("r"), archive.evaluations("r"))
+    assert len(results) == 12 and all(r.is_finished for r in results)
+    operators = [r.genome.operator for r in results]
+    assert operators.count("hyperparam") >= 4  # made at once while the model was thinking
+    evals = sorted(archive.evaluations("r"), key=lambda e: e.started_at)
+    gaps = [(b.started_at - a.finished_at).total_seconds() for a, b in zip(evals, evals[1:], strict=False)]
+    assert max(gaps) < 1.0, gaps  # the slot never waited for a 4 s answer
+
+
 def test_the_proposal_pool_runs_jobs_concurrently_and_hands_back_errors():
     pool: ProposalPool[int] = ProposalPool(3)
     gate = threading.Barrier(3, timeout=5)  # three jobs must be running at once to pass it

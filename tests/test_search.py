@@ -20,7 +20,9 @@ from evo.operators.cst_tools import read_constants, set_constants
 from evo.operators.optuna_sampler import build_study, search_space
 from evo.records import EvalState, EvaluationRecord, GenomeRecord
 from evo.results import GenomeResult, genome_results
+from evo.scheduler import Scheduler
 from evo.selection import select_parents
+from evo.state import RunState
 
 
 def _engine(tmp_path, config: RunConfig) -> tuple[Engine, Archive]:
@@ -115,16 +117,18 @@ def test_resume_keeps_the_optuna_history(tmp_path, fake_genome):
     assert len(complete) == 6
 
     resumed, _ = _engine(tmp_path, config)  # a new engine over the same archive, as `evo resume` builds
-    context = resumed.context(resumed.results())
+    state = RunState.load(archive, "o")  # what the resumed engine reads, once
+    scheduler = Scheduler(config, resumed.operators, config.profile, 1.0, lambda: "", None, "seed_train.py")
+    context = scheduler.context(state)
     assert len(context.complete) == 6
     space = search_space(read_constants(fake_genome), [read_constants(code) for code, _ in context.complete])
     study = build_study(space, context.complete, OptunaProposal()._sampler(0))
     assert len(study.trials) == 6
     assert sorted(t.value for t in study.trials) == sorted(r.val_bpb for r in complete)
-    parent = Parent(complete[0].genome_id, resumed.source(complete[0].genome), complete[0].val_bpb)
+    parent = Parent(complete[0].genome_id, state.source(complete[0].genome), complete[0].val_bpb)
     with_history = OptunaProposal().propose([parent], random.Random(5), context)
     assert "6 trials" in with_history.description
-    again = OptunaProposal().propose([parent], random.Random(5), resumed.context(resumed.results()))
+    again = OptunaProposal().propose([parent], random.Random(5), scheduler.context(RunState.load(archive, "o")))
     assert again.code == with_history.code  # the rebuilt study gives the same proposal
     fresh = OptunaProposal().propose([parent], random.Random(5), Context())
     assert "0 trials" in fresh.description
