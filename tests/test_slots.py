@@ -41,6 +41,7 @@ def test_cpu_placements_split_the_cores_into_pinned_blocks():
         ("cpu[0-2]", (0, 1, 2), "3"), ("cpu[3-4]", (3, 4), "2")]
     shared = cpu_placements(3, cores=[0, 1])  # more slots than cores: one core each, shared
     assert [p.cpus for p in shared] == [(0,), (1,), (0,)]
+    assert [p.name for p in shared] == ["cpu[0]#0", "cpu[1]#1", "cpu[0]#2"]  # distinct: one row and record each
     with pytest.raises(ValueError):
         cpu_placements(0)
 

@@ -68,10 +68,11 @@ def cpu_placements(workers: int, cores: Sequence[int] | None = None, name: str =
             blocks.append(tuple(cores[start:end]))
             start = end
     placements = []
-    for block in blocks:
+    for i, block in enumerate(blocks):
         label = f"{block[0]}" if len(block) == 1 else f"{block[0]}-{block[-1]}"
+        name = f"cpu[{label}]" if workers <= len(cores) else f"cpu[{label}]#{i}"  # shared cores: names stay distinct
         threads = str(len(block))
-        placements.append(Placement(f"cpu[{label}]", {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}, cpus=block))
+        placements.append(Placement(name, {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}, cpus=block))
     return placements
 
 
@@ -91,6 +92,8 @@ class LocalPool:
     ) -> None:
         if not placements:
             raise ValueError("a worker pool needs at least one slot")
+        if len({p.name for p in placements}) != len(placements):
+            raise ValueError(f"slot names must be distinct: {[p.name for p in placements]}")
         self.setup = setup
         self.placements = list(placements)
         self.genome_dir = genome_dir
