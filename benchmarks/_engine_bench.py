@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -46,6 +47,15 @@ def fake_genome(sleep_s: float, constants: dict[str, str] | None = None) -> str:
         end = code.index("  #", start)
         code = code[:start] + f"{name} = {value}" + code[end:]
     return code
+
+
+def clean_up_on_sigterm() -> None:
+    """Turn SIGTERM into ``SystemExit``, so that ``kill`` still removes the temporary folders."""
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 def make_project(root: Path) -> Path:

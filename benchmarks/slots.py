@@ -21,8 +21,10 @@ Measures, per configuration:
 * ideal speed-up: what a perfect engine could reach with this many evaluations, given that
   the seed runs alone and the last round may not fill every slot;
 * where a slot's time goes: seconds per evaluation held by the slot, of which the genome
-  process's own wall time (``wall_s``: launcher, sandbox, interpreter, the sleep) and the
-  engine's gap between one evaluation's end and the slot's next start.
+  process's own wall time (``wall_s``: launcher, sandbox, interpreter, the sleep, and up to
+  0.25 s of the runner's polling), the rest (workspace, verdict, and on Ray the task's start);
+  the engine's gap between one evaluation's end and the slot's next start; and the training
+  share: the genomes' sleep / (slots x steady span), what is left for the genome itself.
 
 Acceptance target (issue): 4 slots give >= 3.6x the evaluations per hour of 1 slot, locally
 and on Ray, and slot utilization >= 95%.
@@ -31,6 +33,10 @@ Ray: by default this script starts Ray itself with ``num_cpus = max(slots, cores
 ``Execution(ray="local")`` lets ``RayPool`` call ``ray.init()`` with Ray's defaults
 (``num_cpus`` = the machine's cores) and each CPU task asks for one CPU: on a 2-core machine
 only 2 of 4 slots would ever run at once. ``--ray-default-init`` measures that default.
+Either way ``RAY_ADDRESS=local`` is set: ``ray.init()`` without an address attaches to a
+cluster that ``ray start`` made on this machine (someone else's) where there is one.
+
+A configuration whose engine fails is reported FAILED with its error; the others go on.
 
 Usage (from the repository root, the venv active):
 
@@ -38,7 +44,7 @@ Usage (from the repository root, the venv active):
         [--evaluations 25] [--sandbox auto]
 
 With the defaults (25 evaluations of 5 s; 1 + 24 so that the mutants divide evenly over 1, 2
-and 4 slots) it takes about 8 minutes on a 2-core machine. Prints one table of throughput
+and 4 slots) it takes about 9 minutes on a 2-core machine. Prints one table of throughput
 and utilization, and one of where the slots' time went.
 """
 
@@ -55,7 +61,16 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _engine_bench import TimingReporter, busy_seconds, fake_genome, fmt_stats, gaps, lanes, make_project
+from _engine_bench import (
+    TimingReporter,
+    busy_seconds,
+    clean_up_on_sigterm,
+    fake_genome,
+    fmt_stats,
+    gaps,
+    lanes,
+    make_project,
+)
 
 from evo.archive import Archive
 from evo.config import Paths, RunConfig
@@ -151,8 +166,12 @@ def run_config(backend: str, slots: int, args: argparse.Namespace, root: Path) -
     if backend == "ray":
         import ray
 
+        # "local" must mean a new instance: ray.init() without an address attaches to a cluster
+        # that `ray start` made on this machine (someone else's), if there is one
+        os.environ["RAY_ADDRESS"] = "local"
         if not args.ray_default_init:
-            ray.init(num_cpus=max(slots, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False)
+            ray.init(address="local", num_cpus=max(slots, os.cpu_count() or 1), include_dashboard=False,
+                     log_to_driver=False)
             started_ray = True
         execution = Execution(ray="local", workers=slots)
     else:
@@ -210,16 +229,19 @@ def print_tables(rows: list[Measured], args: argparse.Namespace, sandbox: str) -
               f"{ideal:4.2f}x | {pct(r.util):>15} | {r.steady_per_hour:14.0f} | {steady:>15} | {pct(r.util_steady):>22}"
               + (f"  (engine stopped: {r.error})" if r.error else ""))
     print()
-    print(f"where the slots' time went (seconds per evaluation, median/max; the genome sleeps {args.sleep:g} s)")
+    print(f"where the slots' time went (seconds per evaluation, median/max; the genome sleeps {args.sleep:g} s; "
+          "training share: the genomes' sleep / (slots x steady span))")
     header = (f"{'config':6} | {'slots':>5} | {'held by slot':>12} | {'genome process':>14} | {'held - process':>14} | "
-              f"{'engine gap':>10} | {'most at once':>12} | {'engine wall s':>13} | slots from")
+              f"{'engine gap':>10} | {'training share %':>16} | {'most at once':>12} | {'engine wall s':>13} | slots from")
     print(header)
     print("-" * len(header))
     for r in rows:
         if not r.evaluations:
             continue
         print(f"{r.backend:6} | {r.slots:5d} | {fmt_stats(r.held_s):>12} | {fmt_stats(r.process_s):>14} | "
-              f"{fmt_stats(r.held_minus_process_s):>14} | {fmt_stats(r.gaps_s):>10} | {r.max_parallel:12d} | {r.engine_wall_s:13.1f} | "
+              f"{fmt_stats(r.held_minus_process_s):>14} | {fmt_stats(r.gaps_s):>10} | "
+              f"{100 * r.steady_evaluations * args.sleep / (r.slots * r.steady_span_s):16.1f} | "
+              f"{r.max_parallel:12d} | {r.engine_wall_s:13.1f} | "
               f"{r.slots_from}")
 
 
@@ -238,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ray-default-init", action="store_true",
                         help="let RayPool start Ray with its defaults (num_cpus = cores) instead of num_cpus = max(slots, cores)")
     args = parser.parse_args(argv)
+    clean_up_on_sigterm()
 
     slot_counts = [int(s) for s in args.slots.split(",") if s.strip()]
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
