@@ -363,6 +363,14 @@ class Archive:
             raise ArchiveError(f"no source {sha256[:12]}")
         return row[0]
 
+    def sources_by_sha256(self, shas: Sequence[str]) -> dict[str, str]:
+        """sha256 -> code of each of ``shas`` that is stored, read in one query."""
+        if not shas:
+            return {}
+        with self._tx(read_only=True) as con:
+            rows = con.execute("SELECT sha256, code FROM sources WHERE list_contains(?, sha256)", [list(shas)]).fetchall()
+        return dict(rows)
+
     def sources(self, run: str) -> dict[str, str]:
         """sha256 -> code of every genome of a run, read in one query."""
         with self._tx(read_only=True) as con:
@@ -425,7 +433,8 @@ class Archive:
                 "sandbox) VALUES (?, ?, ?, ?, 'RUNNING', ?, ?, ?, ?, ?)",
                 [eval_id, run, genome_id, attempt, _utcnow(), seed, device, str(log_path), sandbox],
             )
-        return self.evaluation(eval_id)
+            row = con.execute(f"SELECT {_EVAL_COLUMNS} FROM evaluations WHERE eval_id = ?", [eval_id]).fetchone()
+        return _evaluation(row)
 
     def finish_evaluation(self, eval_id: int, outcome: Outcome, device: str | None = None) -> EvaluationRecord:
         """Finish a RUNNING evaluation with the outcome of its process.

@@ -24,7 +24,6 @@ from evo.config import Paths, RunConfig
 from evo.evaluation import read_pinned_harness, scoring_limit_s
 from evo.harness import genome_env
 from evo.metrics import tail
-from evo.noise import incumbent, noise_sigma, seed_result
 from evo.operators import REGISTRY, MutationOperator
 from evo.operators.llm import LLMMutation
 from evo.progress import Reporter
@@ -136,10 +135,9 @@ class Engine:
             pool.close()
             scheduler.close()
             self._flush_notes()
-        results = state.results()
-        if results and not any(r.is_complete for r in results) and not scheduler.out_of_evaluations(state, 0):
-            raise EngineError(self._seed_failure(results))
-        return self.incumbent(results)
+        if len(state) and next(state.ranked(), None) is None and not scheduler.out_of_evaluations(state, 0):
+            raise EngineError(self._seed_failure())
+        return self.incumbent()
 
     def _job(self, state: RunState, job: Due | Birth) -> tuple[GenomeRecord, int]:
         """The genome to evaluate and its replicate number; a birth is recorded first."""
@@ -204,18 +202,17 @@ class Engine:
         record = self.archive.finish_evaluation(job.eval_id, outcome, finished.device)
         state.record(record)
         genome = state.result(job.genome_id).genome
-        results = state.results()
-        self.reporter.genome_finished(genome, record, self.incumbent(results))
-        self.record_noise_floor(results)
+        self.reporter.genome_finished(genome, record, self.incumbent())
+        self.record_noise_floor()
         if finished.error is not None and not isinstance(finished.error, WorkerLostError):
             raise finished.error
         cohort = state.birth_index(genome.genome_id) // self.config.population
-        members = results[cohort * self.config.population:(cohort + 1) * self.config.population]
+        members = state.cohort(cohort * self.config.population, self.config.population)
         if cohort not in self._cohorts_reported and len(members) == self.config.population and all(
             r.is_finished for r in members
         ):
             self._cohorts_reported.add(cohort)
-            self.reporter.generation_finished(cohort, self.incumbent(results), members)
+            self.reporter.generation_finished(cohort, self.incumbent(), members)
 
     def _interrupt(self, pool: WorkerPool) -> None:
         """Stop the slots and record what they were running as INTERRUPTED (re-run on resume)."""
@@ -259,23 +256,25 @@ class Engine:
             self.state = RunState.load(self.archive, self.config.run)
         return self.state.results()
 
-    def incumbent(self, results: list[GenomeResult]) -> GenomeResult | None:
+    def incumbent(self) -> GenomeResult | None:
         """The run's declared best: see :func:`evo.noise.incumbent`."""
-        return incumbent(results, noise_sigma(results), self.config.noise_k, self.config.best_replicates)
+        if self.state is None:
+            self.state = RunState.load(self.archive, self.config.run)
+        return self.state.incumbent(self.config.noise_k, self.config.best_replicates)
 
     def scoring_limit(self, genome: GenomeRecord) -> float | None:
         """Wall seconds past which ``genome`` is not scored (``None`` for the seed genome, which
         defines the run's start-up allowance, and before it completed)."""
         if genome.operator == "seed":
             return None
-        seed = seed_result(self.state.results())
+        seed = self.state.seed()
         walls = [e.wall_s for e in seed.evaluations if e.state is EvalState.COMPLETE and e.wall_s] if seed else []
         return scoring_limit_s(self.time_budget_s, walls)
 
-    def record_noise_floor(self, results: list[GenomeResult]) -> None:
+    def record_noise_floor(self) -> None:
         """Store sigma in the archive once the seed's replicates are all in."""
-        seed = seed_result(results)
-        sigma = noise_sigma(results)
+        seed = self.state.seed()
+        sigma = self.state.sigma()
         if self._noise_recorded or seed is None or sigma is None or seed.n < self.config.noise_replicates:
             return
         self._noise_recorded = True
@@ -287,8 +286,8 @@ class Engine:
                 f"{self.config.noise_k * sigma:.6f} to count as an improvement"
             )
 
-    def _seed_failure(self, results: list[GenomeResult]) -> str:
-        seed = seed_result(results)
+    def _seed_failure(self) -> str:
+        seed = self.state.seed()
         last = seed.last if seed is not None else None
         if last is None:
             return f"no genome completed; read the logs under {self.genome_dir}"

@@ -5,19 +5,22 @@ proposals of a generation's open slots as soon as their parents are known, and t
 them when a slot comes up (see :mod:`evo.scheduler`). Proposals never run more than one
 cohort ahead (the next cohort's parents are not known until this one is evaluated).
 
-Workers are daemon threads: on Ctrl-C the engine stops at once, abandoning what is
-pending; a call in flight cannot be killed, and ends with the process.
+Workers are daemon threads: on Ctrl-C the engine abandons what is pending and waits a
+few seconds at most for the jobs already running; a longer one (an LLM call in flight,
+which cannot be killed) ends with the process.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable, Hashable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+CLOSE_WAIT_S = 5.0  # how long close() waits for running jobs
 
 
 class ProposalPool(Generic[T]):
@@ -73,13 +76,19 @@ class ProposalPool(Generic[T]):
         """Whether ``key``'s job has finished."""
         return key in self._futures and self._futures[key].done()
 
-    def close(self) -> None:
-        """Abandon pending jobs and let the workers end (running jobs finish in the background)."""
+    def close(self, wait_s: float = CLOSE_WAIT_S) -> None:
+        """Abandon pending jobs and let the workers end, waiting up to ``wait_s`` seconds
+        for jobs already running (a parse in libcst's native code cut off by the end of
+        the interpreter can abort the process); a longer job (an LLM call) is left to end
+        with the process."""
         for future in self._futures.values():
             future.cancel()
         self._futures.clear()
         for _ in self._threads:
             self._jobs.put(None)
+        deadline = time.monotonic() + wait_s
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
         self._threads.clear()
 
     def _work(self) -> None:

@@ -29,7 +29,6 @@ and the birth's index in it: proposals stay reproducible whatever the threads' t
 
 from __future__ import annotations
 
-import heapq
 import math
 import random
 from collections import Counter
@@ -39,12 +38,12 @@ from functools import partial
 
 from evo import genome as genome_files
 from evo.config import SEED_OVERRIDES, RunConfig
-from evo.noise import incumbent, needs_replicate, noise_sigma, seed_result
+from evo.noise import needs_replicate
 from evo.operators import Context, MutationOperator, Parent, Status
 from evo.operators.cst_tools import describe_change, read_constants, set_constants
 from evo.proposals import ProposalPool
 from evo.results import GenomeResult
-from evo.selection import select_parents, survivors
+from evo.selection import select_parents
 from evo.state import RunState
 
 CONTEXT_BEST = 128  # operators learn from the best and the latest COMPLETE genomes:
@@ -175,8 +174,7 @@ class Scheduler:
         self.waiting_for_proposal = False
         if self.out_of_evaluations(state, in_flight):
             return None
-        results = state.results()
-        due = self.due(results)
+        due = self.due(state)
         if due is not None:
             return due
         births = len(state)
@@ -198,31 +196,42 @@ class Scheduler:
         """Whether ``max_evaluations`` evaluations are counted or running."""
         return self.config.max_evaluations is not None and state.counted + in_flight >= self.config.max_evaluations
 
-    def due(self, results: list[GenomeResult]) -> Due | None:
-        """The first genome whose next evaluation is due (module docstring, 1), if any."""
-        for r in results:
-            if not r.is_finished and r.state != "RUNNING":
+    def due(self, state: RunState) -> Due | None:
+        """The first genome whose next evaluation is due (module docstring, 1), if any.
+
+        Costs what the run's unfinished genomes and the genomes that beat the incumbent
+        cost, not what the whole run does (:class:`RunState` keeps both at hand).
+        """
+        for r in state.unfinished():
+            if r.state != "RUNNING":
                 return Due(r, r.counted)
-        seed = seed_result(results)
+        seed = state.seed()
         if seed is not None and seed.is_complete and seed.state != "RUNNING" and seed.counted < self.config.noise_replicates:
             return Due(seed, seed.counted)
-        sigma = noise_sigma(results)
-        current = incumbent(results, sigma, self.config.noise_k, self.config.best_replicates)
-        for r in results:
-            if r.state != "RUNNING" and needs_replicate(r, current, sigma, self.config.noise_k, self.config.best_replicates):
-                return Due(r, r.counted)
-        return None
+        k, best_replicates = self.config.noise_k, self.config.best_replicates
+        sigma = state.sigma()
+        current = state.incumbent(k, best_replicates)
+        if current is None:
+            return None
+        threshold = current.val_bpb - k * (sigma or 0.0)
+        candidates = []
+        for r in state.ranked():
+            if r.val_bpb >= threshold:
+                break
+            if r.state != "RUNNING" and needs_replicate(r, current, sigma, k, best_replicates):
+                candidates.append(r)
+        if not candidates:
+            return None
+        first = min(candidates, key=lambda r: state.birth_index(r.genome_id))
+        return Due(first, first.counted)
 
     def parent_pool(self, state: RunState, cohort: int) -> list[GenomeResult]:
         """Who a child of ``cohort`` may descend from: the seed for cohort 0 (once it
         scored), else the survivors among the finished genomes of earlier cohorts."""
-        results = state.results()
         if cohort == 0:
-            seed = seed_result(results)
+            seed = state.seed()
             return [seed] if seed is not None and seed.is_complete else []
-        first_of_cohort = cohort * self.config.population
-        older = [r for r in results if state.birth_index(r.genome_id) < first_of_cohort]
-        return survivors(older, self.config.population)
+        return state.best(self.config.population, born_before=cohort * self.config.population)
 
     # ------------------------------------------------------------------ children
 
@@ -236,9 +245,10 @@ class Scheduler:
         self, state: RunState, cohort: int, index: int, pool: list[GenomeResult], children_of: dict[str, int],
         context: Context | None = None, salt: str = "", fast_only: bool = False,
     ) -> ChildPlan:
+        sources = state.sources.get_many(r.genome.source_sha256 for r in pool)
         return ChildPlan(
             cohort, index, tuple(pool), dict(children_of), frozenset(state.normalized),
-            {r.genome_id: state.source(r.genome) for r in pool}, context or self.context(state),
+            {r.genome_id: sources[r.genome.source_sha256] for r in pool}, context or self.context(state),
             random.Random(f"{self.config.seed}:{cohort}:{index}{salt}"),
             self._fast if fast_only else tuple(self.operators),
         )
@@ -246,8 +256,7 @@ class Scheduler:
     def children_of(self, state: RunState, cohort: int) -> Counter[str]:
         """Children each genome has among the births of ``cohort``."""
         counts: Counter[str] = Counter()
-        start = cohort * self.config.population
-        for r in state.results()[start:start + self.config.population]:
+        for r in state.cohort(cohort * self.config.population, self.config.population):
             counts.update(set(r.genome.parents))
         return counts
 
@@ -358,12 +367,10 @@ class Scheduler:
     def context(self, state: RunState) -> Context:
         """What operators may learn from: every genome's verdict, and the sources of the
         ``CONTEXT_BEST`` best and ``CONTEXT_RECENT`` latest COMPLETE genomes."""
-        results = state.results()
-        complete = [r for r in results if r.is_complete]
-        best = heapq.nsmallest(CONTEXT_BEST, complete, key=lambda r: (r.val_bpb, r.genome.created_at))
-        chosen = {r.genome_id: r for r in [*best, *complete[-CONTEXT_RECENT:]]}
+        chosen = {r.genome_id: r for r in [*state.best(CONTEXT_BEST), *state.latest_complete(CONTEXT_RECENT)]}
         shown = sorted(chosen.values(), key=lambda r: state.birth_index(r.genome_id))
+        sources = state.sources.get_many(r.genome.source_sha256 for r in shown)
         return Context(
-            tuple((state.source(r.genome), r.val_bpb) for r in shown), tuple(results), self.profile,
+            tuple((sources[r.genome.source_sha256], r.val_bpb) for r in shown), tuple(state.results()), self.profile,
             self.time_budget_s, self.program_md(),
         )

@@ -9,10 +9,12 @@ when needed (by sha256, kept in a bounded LRU cache), derived values cached by h
 
 from __future__ import annotations
 
+from bisect import bisect_left, insort
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from evo.archive import Archive
+from evo.noise import incumbent
 from evo.records import EvalState, EvaluationRecord, GenomeRecord
 from evo.results import GenomeResult, genome_result
 
@@ -28,8 +30,12 @@ class SourceCache:
         size: entries kept.
     """
 
-    def __init__(self, load: Callable[[str], str], size: int = SOURCE_CACHE_SIZE) -> None:
+    def __init__(
+        self, load: Callable[[str], str], size: int = SOURCE_CACHE_SIZE,
+        load_many: Callable[[list[str]], dict[str, str]] | None = None,
+    ) -> None:
         self._load = load
+        self._load_many = load_many
         self._size = size
         self._items: OrderedDict[str, str] = OrderedDict()
 
@@ -39,6 +45,15 @@ class SourceCache:
             code = self._load(sha256)
         self.put(sha256, code)
         return code
+
+    def get_many(self, shas: Iterable[str]) -> dict[str, str]:
+        """sha256 -> source for each of ``shas``; the misses are read together (one query)."""
+        wanted = list(dict.fromkeys(shas))
+        missing = [sha for sha in wanted if sha not in self._items]
+        if missing and self._load_many is not None:
+            for sha, code in self._load_many(missing).items():
+                self.put(sha, code)
+        return {sha: self.get(sha) for sha in wanted}
 
     def put(self, sha256: str, code: str) -> None:
         self._items[sha256] = code
@@ -51,7 +66,10 @@ class RunState:
     """Every genome of one run with its evaluations and verdict, in creation order.
 
     Updated only through :meth:`add_genome` and :meth:`record` (the records the archive
-    returned), so it never disagrees with the archive for longer than one call.
+    returned), so it never disagrees with the archive for longer than one call. Besides
+    the verdicts it keeps what the scheduler asks at every step, so that no step scans
+    the whole run: the genomes not evaluated to an end, the COMPLETE genomes ranked by
+    (val_bpb, birth), and the declared best (updated from the genomes that changed).
 
     Args:
         genomes: the run's genomes, in creation order.
@@ -66,6 +84,13 @@ class RunState:
         self._evaluations: dict[str, dict[int, EvaluationRecord]] = {}
         self._results: dict[str, GenomeResult] = {}
         self._list: list[GenomeResult] | None = None
+        self._ids: list[str] = []  # birth order
+        self._unfinished: dict[str, None] = {}  # genomes not evaluated to an end (ordered set)
+        self._ranked: list[tuple[float, int, str]] = []  # COMPLETE genomes: (val_bpb, birth, id), sorted
+        self._rank_key: dict[str, tuple[float, int, str]] = {}
+        self._changed: set[str] = set()  # genomes whose fitness changed since the last incumbent()
+        self._incumbent: tuple[tuple[float, int, float | None], str | None] | None = None
+        self.seed_id: str | None = None
         self.normalized: set[str] = set()
         self.counted = 0  # evaluations that count (finished, not INTERRUPTED)
         for genome in genomes:
@@ -73,7 +98,8 @@ class RunState:
         for evaluation in evaluations:
             self._evaluations.setdefault(evaluation.genome_id, {})[evaluation.eval_id] = evaluation
         for genome_id in self._genomes:
-            self._refresh(genome_id)
+            self._refresh(genome_id, bulk=True)
+        self._ranked.sort()
         self.counted = sum(r.counted for r in self._results.values())
 
     @classmethod
@@ -81,7 +107,7 @@ class RunState:
         """The run as recorded (one read of genomes and evaluations)."""
         return cls(
             archive.genomes(run), archive.evaluations(run, log_tails_of_last=LOG_TAILS_LOADED),
-            SourceCache(archive.source),
+            SourceCache(archive.source, load_many=archive.sources_by_sha256),
         )
 
     # ------------------------------------------------------------------ updates
@@ -102,13 +128,36 @@ class RunState:
 
     def _add(self, genome: GenomeRecord) -> None:
         self._order[genome.genome_id] = len(self._genomes)
+        self._ids.append(genome.genome_id)
         self._genomes[genome.genome_id] = genome
         self.normalized.add(genome.normalized_sha256)
+        if self.seed_id is None and genome.operator == "seed":
+            self.seed_id = genome.genome_id
 
-    def _refresh(self, genome_id: str) -> None:
-        evaluations = self._evaluations.get(genome_id, {}).values()
-        self._results[genome_id] = genome_result(self._genomes[genome_id], evaluations)
+    def _refresh(self, genome_id: str, bulk: bool = False) -> None:
+        """Recompute one genome's verdict and its place in the indexes (``bulk``: the
+        ranking is sorted once by the caller)."""
+        old = self._results.get(genome_id)
+        new = self._results[genome_id] = genome_result(
+            self._genomes[genome_id], self._evaluations.get(genome_id, {}).values()
+        )
         self._list = None
+        if new.is_finished:
+            self._unfinished.pop(genome_id, None)
+        else:
+            self._unfinished[genome_id] = None
+        if old is not None and (old.val_bpb, old.n) == (new.val_bpb, new.n):
+            return
+        self._changed.add(genome_id)
+        key = self._rank_key.pop(genome_id, None)
+        if key is not None:
+            del self._ranked[bisect_left(self._ranked, key)]
+        if new.is_complete:
+            key = self._rank_key[genome_id] = (new.val_bpb, self._order[genome_id], genome_id)
+            if bulk:
+                self._ranked.append(key)
+            else:
+                insort(self._ranked, key)
 
     # ------------------------------------------------------------------ reads
 
@@ -133,4 +182,76 @@ class RunState:
 
     def running(self) -> list[GenomeResult]:
         """Genomes with an evaluation RUNNING."""
-        return [r for r in self.results() if r.state == EvalState.RUNNING.value]
+        return [r for r in self.unfinished() if r.state == EvalState.RUNNING.value]
+
+    def unfinished(self) -> list[GenomeResult]:
+        """Genomes not evaluated to an end (PENDING, RUNNING, INTERRUPTED), in birth order."""
+        return [self._results[i] for i in sorted(self._unfinished, key=self._order.__getitem__)]
+
+    def cohort(self, start: int, size: int) -> list[GenomeResult]:
+        """The genomes of birth indexes ``start`` .. ``start + size - 1`` that exist."""
+        return [self._results[i] for i in self._ids[start:start + size]]
+
+    def seed(self) -> GenomeResult | None:
+        """The run's seed genome (operator ``seed``), if recorded."""
+        return None if self.seed_id is None else self._results[self.seed_id]
+
+    def sigma(self) -> float | None:
+        """The noise floor: std of the seed genome's COMPLETE val_bpb values (``None`` under 2)."""
+        seed = self.seed()
+        return seed.val_bpb_std if seed is not None and seed.n >= 2 else None
+
+    def ranked(self, born_before: int | None = None) -> Iterator[GenomeResult]:
+        """COMPLETE genomes, best val_bpb first (ties: older first); only those born before
+        birth index ``born_before`` when given. A generator: take what you need."""
+        for _, birth, genome_id in self._ranked:
+            if born_before is None or birth < born_before:
+                yield self._results[genome_id]
+
+    def best(self, n: int, born_before: int | None = None) -> list[GenomeResult]:
+        """The ``n`` best COMPLETE genomes (see :meth:`ranked`): the (mu + lambda) survivors."""
+        chosen: list[GenomeResult] = []
+        for r in self.ranked(born_before):
+            if len(chosen) >= n:
+                break
+            chosen.append(r)
+        return chosen
+
+    def latest_complete(self, n: int) -> list[GenomeResult]:
+        """The ``n`` most recently born COMPLETE genomes, oldest first."""
+        chosen: list[GenomeResult] = []
+        for genome_id in reversed(self._ids):
+            if len(chosen) >= n:
+                break
+            if genome_id in self._rank_key:
+                chosen.append(self._results[genome_id])
+        return chosen[::-1]
+
+    def incumbent(self, k: float, best_replicates: int) -> GenomeResult | None:
+        """The declared best, equal to :func:`evo.noise.incumbent` over :meth:`results`.
+
+        That walk is redone only when sigma or the settings changed, or when a genome
+        born no later than the current incumbent changed; otherwise only the genomes that
+        changed since the last call are walked: a later genome that did not displace the
+        incumbent before cannot do it after a change of another genome.
+        """
+        settings = (k, best_replicates, self.sigma())
+        changed, self._changed = self._changed, set()
+        if self._incumbent is not None and self._incumbent[0] == settings and not changed:
+            return self._result_or_none(self._incumbent[1])
+        current = None if self._incumbent is None or self._incumbent[0] != settings else self._incumbent[1]
+        order = self._order
+        if current is None or any(order[i] <= order[current] for i in changed):
+            best = incumbent(self.results(), settings[2], k, best_replicates)
+            current = None if best is None else best.genome_id
+        else:
+            margin = k * (settings[2] or 0.0)
+            for genome_id in sorted(changed, key=order.__getitem__):
+                r, now = self._results[genome_id], self._results[current]
+                if r.is_complete and r.n >= best_replicates and r.val_bpb < now.val_bpb - margin:
+                    current = genome_id
+        self._incumbent = (settings, current)
+        return self._result_or_none(current)
+
+    def _result_or_none(self, genome_id: str | None) -> GenomeResult | None:
+        return None if genome_id is None else self._results[genome_id]

@@ -179,6 +179,32 @@ def test_the_proposal_pool_runs_jobs_concurrently_and_hands_back_errors():
     assert "slow" not in pool
 
 
+def test_closing_the_proposal_pool_waits_a_little_for_running_jobs():
+    """A proposal thread still inside libcst when the interpreter ends can abort the
+    process: close() lets running jobs end, up to its wait."""
+    pool: ProposalPool[None] = ProposalPool(2)
+    started = threading.Event()
+    ended = threading.Event()
+
+    def job(seconds):
+        started.set()
+        time.sleep(seconds)
+        ended.set()
+
+    pool.submit("short", lambda: job(0.3))
+    assert started.wait(5)
+    pool.close(wait_s=5)
+    assert ended.is_set()
+
+    pool = ProposalPool(1)
+    started.clear()
+    pool.submit("long", lambda: job(30))  # an LLM call in flight is not waited for
+    assert started.wait(5)
+    began = time.monotonic()
+    pool.close(wait_s=0.2)
+    assert time.monotonic() - began < 2
+
+
 def test_operators_flag_and_defaults(monkeypatch):
     assert _parse_operators("llm=0.5, hyperparam=0.5") == {"llm": 0.5, "hyperparam": 0.5}
     with pytest.raises(ValueError, match="unknown operator 'gpt'"):

@@ -286,10 +286,11 @@ class RayPool:
         if not ray.is_initialized():
             kwargs = dict(init_kwargs or {})
             kwargs.setdefault("log_to_driver", False)  # the nodes' output stays in Ray's logs, off evo's display
+            kwargs["address"] = address  # "local": a new instance, never a cluster `ray start` left here
             if address == "local":
                 kwargs.setdefault("include_dashboard", False)
-            else:
-                kwargs["address"] = address
+                if not gpu and slots is not None:  # every slot runs at once, even past this machine's cores
+                    kwargs.setdefault("num_cpus", max(slots * cpus_per_slot, os.cpu_count() or 1))
             ray.init(**kwargs)
             self._started_ray = address == "local"
         if slots is None:
