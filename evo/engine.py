@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import queue
 
+import duckdb
+
 from evo import genome as genome_files
-from evo.archive import Archive
+from evo.archive import Archive, ArchiveError
 from evo.boundary import evaluation_setup
 from evo.config import Paths, RunConfig
 from evo.evaluation import read_pinned_harness, scoring_limit_s
@@ -26,6 +28,7 @@ from evo.harness import genome_env
 from evo.metrics import tail
 from evo.operators import REGISTRY, MutationOperator
 from evo.operators.llm import LLMMutation
+from evo.pending import PendingOutcomes
 from evo.progress import Reporter
 from evo.records import EvalState, EvaluationRecord, FailureKind, GenomeRecord, Outcome
 from evo.results import GenomeResult
@@ -37,7 +40,11 @@ from evo.workers import EvaluationJob, Execution, Finished, WorkerLostError, Wor
 EVAL_SEED = 42  # EVO_SEED of every first evaluation: genomes differ by code, not by seed
 POLL_S = 0.25  # how often the loop looks at the slots while genomes train
 
-__all__ = ["EVAL_SEED", "Child", "Engine", "EngineError", "Execution", "seed_child"]
+__all__ = ["EVAL_SEED", "ArchiveWriteError", "Child", "Engine", "EngineError", "Execution", "seed_child"]
+
+
+class ArchiveWriteError(ArchiveError):
+    """A finished evaluation could not be written to the archive (its outcome is kept)."""
 
 
 class Engine:
@@ -78,6 +85,7 @@ class Engine:
         gpu = device.startswith("cuda")
         self.setup = evaluation_setup(paths, archive, config, gpu, self.execution.local_slots(gpu), reporter.message)
         self.state: RunState | None = None
+        self.pending = PendingOutcomes(archive.path)
         self._noise_recorded = False
         self._cohorts_reported: set[int] = set()
 
@@ -98,6 +106,10 @@ class Engine:
             HarnessChangedError: prepare.py is not the run's pinned harness.
             EngineError: the search cannot continue (the seed genome failed, no new child).
         """
+        for record in self.pending.recover(self.archive, self.config.run):
+            self.reporter.message(
+                f"recorded the {record.state.value} evaluation of {record.genome_id} kept from the last session"
+            )
         self.archive.interrupt_running(self.config.run, "the engine stopped before this evaluation finished")
         genome_files.remove_workspaces(self.genome_dir)  # left by a killed engine
         state = self.state = RunState.load(self.archive, self.config.run)
@@ -199,7 +211,7 @@ class Engine:
             why = f"the evaluation did not run to an end: {finished.error}"
             outcome = Outcome(EvalState.INTERRUPTED, 0.0, None, {}, FailureKind.INTERRUPTED, why,
                               tail(read_tail(job.log_path)))
-        record = self.archive.finish_evaluation(job.eval_id, outcome, finished.device)
+        record = self._commit(job, outcome, finished.device)
         state.record(record)
         genome = state.result(job.genome_id).genome
         self.reporter.genome_finished(genome, record, self.incumbent())
@@ -213,6 +225,30 @@ class Engine:
         ):
             self._cohorts_reported.add(cohort)
             self.reporter.generation_finished(cohort, self.incumbent(), members)
+
+    def _commit(self, job: EvaluationJob, outcome: Outcome, device: str | None) -> EvaluationRecord:
+        """Record a finished evaluation; its outcome is kept in a file until the archive has it.
+
+        Raises:
+            ArchiveWriteError: the archive could not be written (a full disk...); the
+                outcome stays in its file and ``evo resume`` records it.
+        """
+        try:
+            kept = self.pending.save(self.config.run, job.genome_id, job.eval_id, outcome, device)
+        except OSError as exc:
+            kept = None
+            self.reporter.message(f"could not keep the outcome of {job.genome_id} beside the archive: {exc}")
+        try:
+            record = self.archive.finish_evaluation(job.eval_id, outcome, device)
+        except (duckdb.Error, OSError) as exc:
+            where = (f"its outcome is kept in {kept} and `evo resume` records it" if kept
+                     else "its outcome could not be kept: `evo resume` evaluates it again")
+            raise ArchiveWriteError(
+                f"the archive {self.archive.path} could not record the evaluation of {job.genome_id} "
+                f"({type(exc).__name__}: {exc}); {where}. Free disk space or fix the archive's folder, then resume"
+            ) from exc
+        self.pending.remove(job.eval_id)
+        return record
 
     def _interrupt(self, pool: WorkerPool) -> None:
         """Stop the slots and record what they were running as INTERRUPTED (re-run on resume)."""

@@ -125,3 +125,40 @@ def test_generation_zero_without_a_complete_genome_stops_the_run(tmp_path, fake_
         engine.run(broken)
     # nothing is wasted on mutants of a seed that never scored
     assert [r.genome_id for r in engine.results()] == ["g0000"]
+
+
+def test_a_failed_archive_write_keeps_the_outcome_and_resume_records_it(tmp_path, fake_genome, monkeypatch):
+    """Disk full while committing a finished evaluation: the engine stops with one clear
+    error, the outcome waits beside the archive, and resume records it (no re-run)."""
+    import duckdb
+
+    from evo.engine import ArchiveWriteError
+
+    engine, archive = _engine(tmp_path, Recorder(), generations=1)
+    real_finish = Archive.finish_evaluation
+    calls = {"n": 0}
+
+    def full_disk(self, eval_id, outcome, device=None):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the seed's second evaluation: its training is done
+            raise duckdb.IOException("Could not write file: No space left on device")
+        return real_finish(self, eval_id, outcome, device)
+
+    monkeypatch.setattr(Archive, "finish_evaluation", full_disk)
+    with pytest.raises(ArchiveWriteError, match="No space left on device.*kept in .*evo resume"):
+        engine.run(fake_genome)
+    monkeypatch.setattr(Archive, "finish_evaluation", real_finish)
+    kept = sorted((tmp_path / "archive").glob("*.pending/*.json"))
+    assert len(kept) == 1
+    lost = next(e for e in archive.evaluations("r") if e.state is EvalState.RUNNING)
+    assert kept[0].stem == str(lost.eval_id)
+
+    engine, archive = _engine(tmp_path, Recorder(), generations=1)
+    engine.run(None)
+    evals = archive.evaluations("r")
+    recovered = next(e for e in evals if e.eval_id == lost.eval_id)
+    assert recovered.state is EvalState.COMPLETE and recovered.val_bpb is not None
+    # that genome was not trained again for that seed, and nothing is left pending
+    assert Counter((e.genome_id, e.seed) for e in evals if e.state is not EvalState.INTERRUPTED)[
+        (lost.genome_id, lost.seed)] == 1
+    assert not list((tmp_path / "archive").glob("*.pending/*.json"))
