@@ -131,3 +131,37 @@ def test_operator_child_differs_in_named_constants_only(seed):
 def test_operator_skips_a_genome_without_hyperparameters():
     result = HyperparamMutation().propose([Parent("g0000", "print('hi')\n", None)], random.Random(0), Context())
     assert result.status is Status.SKIP
+
+
+FIXED = textwrap.dedent(
+    '''\
+    H100_BF16_PEAK_FLOPS = 989.5e12  # a fact about the GPU, not a choice
+    VOCAB_PAD = 64  # evo: fixed -- the tokenizer's padding
+    MATRIX_LR = 0.04
+    DEPTH = 8
+    '''
+)
+
+
+def test_fixed_constants_are_read_but_never_changed_by_an_operator():
+    from evo.operators.crossover import UniformCrossover
+    from evo.operators.optuna_sampler import search_space
+
+    constants = read_constants(FIXED)
+    assert constants["H100_BF16_PEAK_FLOPS"].fixed and constants["VOCAB_PAD"].fixed
+    assert not constants["MATRIX_LR"].fixed and not constants["DEPTH"].fixed
+    changed: set[str] = set()
+    for seed in range(60):
+        result = HyperparamMutation().propose([Parent("g0", FIXED, 1.0)], random.Random(seed), Context())
+        assert result.status is Status.OK
+        after = read_constants(result.code)
+        changed |= {n for n in constants if after[n].value != constants[n].value}
+    assert changed == {"MATRIX_LR", "DEPTH"}
+    assert {p.split(":")[0].split("[")[0] for p in search_space(constants)} == {"MATRIX_LR", "DEPTH"}
+    # a crossover never carries a fixed constant over, even where the parents differ
+    other = set_constants(FIXED, {"H100_BF16_PEAK_FLOPS": 1.0e15, "VOCAB_PAD": 128, "MATRIX_LR": 0.05, "DEPTH": 4})
+    for seed in range(20):
+        result = UniformCrossover().propose([Parent("a", FIXED, 1.0), Parent("b", other, 1.0)], random.Random(seed),
+                                             Context())
+        after = read_constants(result.code)
+        assert after["H100_BF16_PEAK_FLOPS"].value == 989.5e12 and after["VOCAB_PAD"].value == 64

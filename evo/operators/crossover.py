@@ -28,7 +28,7 @@ class UniformCrossover:
             a, b = read_constants(first.code), read_constants(second.code)
         except Exception as exc:  # noqa: BLE001
             return OperatorResult.fail(f"cannot read the hyperparameters: {exc}")
-        differing = [n for n in a if n in b and a[n].value != b[n].value]
+        differing = [n for n in a if n in b and a[n].value != b[n].value and not (a[n].fixed or b[n].fixed)]
         if not differing:
             return OperatorResult.skip("the parents share no constant with different values")
         # A child that takes all or none of the differing constants is a copy of a parent;

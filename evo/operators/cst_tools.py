@@ -3,6 +3,12 @@
 A hyperparameter is a module-level ``NAME = <literal>`` where NAME is ALL_CAPS and the
 literal is an int, a float, a string, a bool, a ``base**exponent`` of ints, or a tuple
 of numbers. Edits replace only the value node, so comments and layout survive.
+
+Some such constants are facts, not choices: a GPU's peak FLOPS, a memory size. They are
+*fixed*: read like the others (so a profile can still set them) but never changed by an
+operator. A constant is fixed when its line ends with the comment ``# evo: fixed`` (the
+genome contract's explicit marker), or when its name says it describes hardware
+(:data:`HARDWARE_NAME`, e.g. ``H100_BF16_PEAK_FLOPS``).
 """
 
 from __future__ import annotations
@@ -17,6 +23,9 @@ import libcst as cst
 import libcst.matchers as m
 
 _CONSTANT_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
+FIXED_MARKER = re.compile(r"#\s*evo:\s*fixed\b")
+# Names of hardware facts: peak FLOPS, bandwidth, memory or core counts of a device.
+HARDWARE_NAME = re.compile(r"(^|_)(PEAK|T?FLOPS|BANDWIDTH|VRAM|HBM|NUM_SMS|SM_COUNT)(_|$)")
 
 
 class ConstantError(ValueError):
@@ -32,12 +41,14 @@ class Constant:
         value: its Python value (int, float, str, bool or tuple).
         power_of: for ``2**19``-style values, the base (2); else ``None``.
         line: 1-based line of the assignment.
+        fixed: never changed by an operator (module docstring).
     """
 
     name: str
     value: Any
     power_of: int | None = None
     line: int = 0
+    fixed: bool = False
 
 
 def _literal(node: cst.BaseExpression) -> tuple[Any, int | None]:
@@ -98,8 +109,15 @@ def read_constants(code: str) -> dict[str, Constant]:
             value, power_of = _literal(assign.value)
         except ValueError:
             continue
-        constants[name] = Constant(name, value, power_of, positions[statement].start.line)
+        comment = statement.trailing_whitespace.comment
+        fixed = bool(comment and FIXED_MARKER.search(comment.value)) or bool(HARDWARE_NAME.search(name))
+        constants[name] = Constant(name, value, power_of, positions[statement].start.line, fixed)
     return constants
+
+
+def free_constants(constants: dict[str, Constant], frozen: frozenset[str] = frozenset()) -> dict[str, Constant]:
+    """The constants an operator may change: all but the fixed ones and ``frozen`` names."""
+    return {name: c for name, c in constants.items() if not c.fixed and name not in frozen}
 
 
 def format_value(value: Any) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 from evo.config import FROZEN_CONSTANTS, STRING_CHOICES
 from evo.operators.base import Context, OperatorResult, Parent
-from evo.operators.cst_tools import Constant, describe_change, read_constants, set_constants
+from evo.operators.cst_tools import Constant, describe_change, free_constants, read_constants, set_constants
 
 LOG_SIGMA = 0.35  # std of the log-space step: about x0.7 to x1.4 for one sigma
 TWO_CHANGES_P = 0.25  # chance of changing two constants at once
@@ -111,8 +111,8 @@ def perturb(constant: Constant, rng: random.Random, choices: Mapping[str, Sequen
 
 
 def mutable_constants(code: str, frozen: frozenset[str] = FROZEN_CONSTANTS) -> dict[str, Constant]:
-    """The hyperparameters an operator may change (all but ``frozen`` ones)."""
-    return {name: c for name, c in read_constants(code).items() if name not in frozen}
+    """The hyperparameters an operator may change (all but fixed and ``frozen`` ones)."""
+    return free_constants(read_constants(code), frozen)
 
 
 class HyperparamMutation:

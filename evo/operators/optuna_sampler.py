@@ -48,7 +48,7 @@ def search_space(
     observed: Sequence[Mapping[str, Constant]] = (),
     frozen: frozenset[str] = FROZEN_CONSTANTS,
 ) -> dict[str, BaseDistribution]:
-    """Optuna distributions for the genome's mutable constants.
+    """Optuna distributions for the genome's mutable constants (not fixed, not ``frozen``).
 
     Parameter names are the constant names; a power of two is searched on its exponent
     (``NAME:log2``), a tuple element by index (``NAME[0]``). Each range spans the
@@ -65,7 +65,7 @@ def search_space(
 
     space: dict[str, BaseDistribution] = {}
     for name, c in constants.items():
-        if name in frozen:
+        if name in frozen or c.fixed:
             continue
         v = c.value
         if isinstance(v, bool):
