@@ -2,8 +2,17 @@
 
 autoresearch keeps a change when one noisy number improves; its own logs show kept
 "improvements" far below run-to-run noise. evo measures the noise first: the seed genome
-is evaluated ``noise_replicates`` times with different ``EVO_SEED``s, and sigma is the
-sample standard deviation of those val_bpb values. A challenger displaces the incumbent
+is evaluated ``noise_replicates`` times with different ``EVO_SEED``s. sigma is then the
+*pooled* standard deviation over every genome with repeated COMPLETE evaluations (the
+seed's and every replicate spent later), so it keeps learning from each replicate:
+
+    sigma^2 = sum_i (n_i - 1) s_i^2 / sum_i (n_i - 1)
+
+(the pooled variance of a one-way layout, assuming one noise level across genomes; e.g.
+Montgomery, "Design and Analysis of Experiments", ch. 3). Its uncertainty is the
+chi-square interval on ``sum_i (n_i - 1)`` degrees of freedom. Genomes whose replicates
+are identical although their seeds differ fix their own seed and measure no noise: they
+are left out. A challenger displaces the incumbent
 (the run's declared best) only when
 
 * it has at least ``best_replicates`` COMPLETE evaluations (it is re-evaluated with new
@@ -16,10 +25,15 @@ threshold: spend replicates only on genomes that look better than the incumbent.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from evo.config import RunConfig
 from evo.results import GenomeResult
+
+_Z90 = statistics.NormalDist().inv_cdf(0.95)  # two-sided 90% interval
 
 
 def seed_result(results: Sequence[GenomeResult]) -> GenomeResult | None:
@@ -27,12 +41,61 @@ def seed_result(results: Sequence[GenomeResult]) -> GenomeResult | None:
     return next((r for r in results if r.genome.operator == "seed"), None)
 
 
-def noise_sigma(results: Sequence[GenomeResult]) -> float | None:
-    """Sample std of the seed genome's COMPLETE val_bpb values, ``None`` with fewer than 2."""
-    seed = seed_result(results)
-    if seed is None or seed.n < 2:
+@dataclass(frozen=True)
+class NoiseEstimate:
+    """The pooled noise floor.
+
+    Attributes:
+        sigma: pooled standard deviation of val_bpb between seeds (bits/byte).
+        df: its degrees of freedom, ``sum_i (n_i - 1)``.
+        genomes: genomes with repeated evaluations that it pools.
+        low, high: the 90% chi-square confidence interval of sigma (bits/byte).
+    """
+
+    sigma: float
+    df: int
+    genomes: int
+    low: float
+    high: float
+
+
+def pooled_term(result: GenomeResult) -> tuple[float, int] | None:
+    """``((n - 1) s^2, n - 1)`` of one genome, or ``None`` when it has no say in the noise
+    floor (fewer than 2 COMPLETE evaluations, or replicates that ignore ``EVO_SEED``)."""
+    if result.n < 2 or result.val_bpb_std is None or result.ignores_seed:
         return None
-    return seed.val_bpb_std
+    return (result.n - 1) * result.val_bpb_std**2, result.n - 1
+
+
+def pooled_estimate(terms: Iterable[tuple[float, int]]) -> NoiseEstimate | None:
+    """The :class:`NoiseEstimate` of some :func:`pooled_term` values (``None`` for none).
+
+    The chi-square quantiles use the Wilson-Hilferty approximation (Wilson & Hilferty
+    1931): ``chi2_p(k) ~ k (1 - 2/(9k) + z_p sqrt(2/(9k)))^3``.
+    """
+    terms = list(terms)
+    if not terms:
+        return None
+    df = sum(k for _, k in terms)
+    variance = math.fsum(ss for ss, _ in terms) / df
+    z = _Z90
+
+    def chi2(zp: float) -> float:
+        return max(1e-12, df * (1 - 2 / (9 * df) + zp * math.sqrt(2 / (9 * df))) ** 3)
+
+    low, high = math.sqrt(df * variance / chi2(z)), math.sqrt(df * variance / chi2(-z))
+    return NoiseEstimate(math.sqrt(variance), df, len(terms), low, high)
+
+
+def noise_estimate(results: Sequence[GenomeResult]) -> NoiseEstimate | None:
+    """The run's pooled noise floor (module docstring), ``None`` before any replicate."""
+    return pooled_estimate(t for r in results if (t := pooled_term(r)) is not None)
+
+
+def noise_sigma(results: Sequence[GenomeResult]) -> float | None:
+    """The pooled sigma of :func:`noise_estimate` (bits/byte), ``None`` before any replicate."""
+    estimate = noise_estimate(results)
+    return None if estimate is None else estimate.sigma
 
 
 def incumbent(results: Sequence[GenomeResult], sigma: float | None, k: float, best_replicates: int) -> GenomeResult | None:

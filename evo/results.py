@@ -53,6 +53,14 @@ class GenomeResult:
         return self.val_bpb is not None
 
     @property
+    def ignores_seed(self) -> bool:
+        """Whether COMPLETE evaluations with different ``EVO_SEED`` gave one identical
+        val_bpb: the genome fixes its own random seed (``torch.manual_seed(42)``, say), so
+        its replicates measure no noise."""
+        complete = [e for e in self.evaluations if e.state is EvalState.COMPLETE and e.val_bpb is not None]
+        return len({e.seed for e in complete}) >= 2 and len({e.val_bpb for e in complete}) == 1
+
+    @property
     def is_finished(self) -> bool:
         """Evaluated to an end that counts (COMPLETE, FAIL or TIMEOUT)."""
         return self.state in (EvalState.COMPLETE.value, EvalState.FAIL.value, EvalState.TIMEOUT.value)

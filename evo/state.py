@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 
 from evo.archive import Archive
-from evo.noise import incumbent
+from evo.noise import NoiseEstimate, incumbent, pooled_estimate, pooled_term
 from evo.records import EvalState, EvaluationRecord, GenomeRecord
 from evo.results import GenomeResult, genome_result
 
@@ -91,6 +91,7 @@ class RunState:
         self._changed: set[str] = set()  # genomes whose fitness changed since the last incumbent()
         self._incumbent: tuple[tuple[float, int, float | None], str | None] | None = None
         self.seed_id: str | None = None
+        self._pooled: dict[str, tuple[float, int]] = {}  # genome id -> its term of the pooled noise floor
         self.normalized: set[str] = set()
         self.counted = 0  # evaluations that count (finished, not INTERRUPTED)
         for genome in genomes:
@@ -148,6 +149,11 @@ class RunState:
             self._unfinished[genome_id] = None
         if old is not None and (old.val_bpb, old.n) == (new.val_bpb, new.n):
             return
+        term = pooled_term(new)
+        if term is None:
+            self._pooled.pop(genome_id, None)
+        else:
+            self._pooled[genome_id] = term
         self._changed.add(genome_id)
         key = self._rank_key.pop(genome_id, None)
         if key is not None:
@@ -196,10 +202,14 @@ class RunState:
         """The run's seed genome (operator ``seed``), if recorded."""
         return None if self.seed_id is None else self._results[self.seed_id]
 
+    def noise(self) -> NoiseEstimate | None:
+        """The pooled noise floor (:func:`evo.noise.noise_estimate`), from the genomes with replicates."""
+        return pooled_estimate(self._pooled[i] for i in sorted(self._pooled, key=self._order.__getitem__))
+
     def sigma(self) -> float | None:
-        """The noise floor: std of the seed genome's COMPLETE val_bpb values (``None`` under 2)."""
-        seed = self.seed()
-        return seed.val_bpb_std if seed is not None and seed.n >= 2 else None
+        """The pooled sigma (bits/byte), ``None`` before any genome has 2 COMPLETE evaluations."""
+        estimate = self.noise()
+        return None if estimate is None else estimate.sigma
 
     def ranked(self, born_before: int | None = None) -> Iterator[GenomeResult]:
         """COMPLETE genomes, best val_bpb first (ties: older first); only those born before

@@ -60,6 +60,27 @@ def test_incumbent_needs_a_margin_and_replicates():
     assert better.val_bpb_std == pytest.approx(0.00707, abs=1e-4) and better.n == 2
 
 
+
+def test_sigma_is_pooled_over_every_genome_with_replicates():
+    """Montgomery's pooled variance: sum (n_i - 1) s_i^2 / sum (n_i - 1); genomes that
+    ignore EVO_SEED (identical replicates) and single evaluations have no say."""
+    from evo.noise import noise_estimate
+
+    seed = _result("g0000", [1.500, 1.510, 1.490], 0, "seed")  # s^2 = 1e-4, 2 df
+    other = _result("g0001", [1.40, 1.43], 1)  # s^2 = 4.5e-4, 1 df
+    pinned = _result("g0002", [1.45, 1.45], 2)  # seeds 42, 43, same value: no noise measured
+    single = _result("g0003", [1.2], 3)
+    estimate = noise_estimate([seed, other, pinned, single])
+    assert pinned.ignores_seed and not other.ignores_seed
+    assert estimate.df == 3 and estimate.genomes == 2
+    assert estimate.sigma == pytest.approx(((2 * 1e-4 + 1 * 4.5e-4) / 3) ** 0.5)
+    assert estimate.low < estimate.sigma < estimate.high
+    # more replicates at the same spread narrow the interval
+    many = noise_estimate([_result(f"g{i:04d}", [1.5, 1.51, 1.49], i) for i in range(10)])
+    assert many.sigma == pytest.approx(0.01) and many.df == 20
+    assert many.high - many.low < (noise_estimate([seed]).high - noise_estimate([seed]).low) / 3
+    assert noise_estimate([single]) is None
+
 def test_noise_only_change_is_not_an_improvement_but_a_real_one_is(tmp_path, fake_genome):
     noisy = set_constants(fake_genome, {"NOISE_BPB": 0.01})
     config = RunConfig(run="n", profile="cpu", population=1, generations=1, operators={"hyperparam": 1.0})
