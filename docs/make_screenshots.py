@@ -19,7 +19,7 @@ from evo.archive import Archive
 from evo.config import Paths
 from evo.plot import plot_progress
 from evo.results import best, genome_results
-from evo.viewer import source_lookup, write_lineage_html
+from evo.viewer import write_lineage_html
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         html = Path(tmp) / "lineage.html"
-        write_lineage_html(record, results, archive.edges(record.run), source_lookup(archive, record.run), html)
+        write_lineage_html(archive, record, html)
         screenshot_lineage(html, genome_id, out_dir / "lineage.png")
     plot_progress(archive.genomes(record.run), archive.evaluations(record.run), record.run, out_dir / "progress.png")
     print(f"wrote {out_dir / 'lineage.png'} ({genome_id} selected) and {out_dir / 'progress.png'} for run {record.run}")

@@ -105,7 +105,7 @@ def test_show_diff_against_parent_and_against_another_genome(fake, capsys):
 
 def test_show_diff_of_the_seed_needs_another_genome(fake, capsys):
     assert main(_args(fake, "show", "g0000", "--diff")) == 2
-    assert "has no parent" in capsys.readouterr().out
+    assert "has no parent" in capsys.readouterr().err  # errors go to stderr, one line
 
 
 # ---------------------------------------------------------------------------- HTML page
@@ -121,7 +121,9 @@ def test_lineage_html_holds_every_genome_and_loads_nothing_from_the_network(fake
     assert not re.search(r"@import|url\(", page, re.I)
     assert not re.search(r"https?://", page)  # not even an SVG namespace: the page names no host at all
     data = json.loads(re.search(r'<script id="evo-data" type="application/json">(.*?)</script>', page, re.S).group(1))
-    nodes = {n["id"]: n for n in data["nodes"]}
+    g, tables = data["genomes"], data["tables"]  # one list per field, categorical fields as table indices
+    nodes = {gid: {"fail": tables["fail"][g["fail"][i]], "state": tables["state"][g["state"][i]]}
+             for i, gid in enumerate(g["id"])}
     assert nodes[fake.crashed]["fail"] == "crash" and nodes[fake.pending]["state"] == "PENDING"
     assert data["best"] == best(fake.results()).genome_id
     assert data["best"] in data["ancestry"] and "g0000" in data["ancestry"]

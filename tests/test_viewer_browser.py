@@ -12,7 +12,7 @@ import pytest
 from fake_run import build_fake_run
 
 from evo.results import best
-from evo.viewer import source_lookup, write_lineage_html
+from evo.viewer import write_lineage_html
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -29,7 +29,7 @@ def page_and_run(tmp_path_factory):
     fake = build_fake_run(tmp_path_factory.mktemp("project"))
     html = fake.project / "lineage.html"
     record = fake.archive.get_run(fake.run)
-    write_lineage_html(record, fake.results(), fake.archive.edges(fake.run), source_lookup(fake.archive, fake.run), html)
+    write_lineage_html(fake.archive, record, html)
     errors: list[str] = []
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
