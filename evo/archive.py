@@ -7,6 +7,11 @@ Contract (in the spirit of optuna's ``BaseStorage``):
   between two calls. DuckDB lets a single process hold a file open for writing, and then
   nobody else can even read it; a call that meets that lock retries with backoff for up
   to ``lock_timeout_s`` and then raises :class:`ArchiveLockedError`.
+* An archive opened with ``read_only=True`` (every command that only reads) opens the
+  file with DuckDB's ``read_only``: it works on a read-only file system, and a write
+  method raises :class:`ArchiveError`. See :mod:`evo.archive_db` for the one exception
+  (upgrading an older archive's tables) and for damaged files
+  (:class:`ArchiveDamagedError`, nothing written).
 * Methods are thread-safe within a process (one lock serialises them).
 * A genome and its source and lineage edges are written in one transaction. An
   evaluation is written ``RUNNING`` before its process starts and finished exactly once;
@@ -21,7 +26,6 @@ cost, outcome). Query them directly with ``duckdb archive/evo.duckdb``.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -29,10 +33,9 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-from tenacity import retry, retry_if_exception, stop_after_delay, wait_random_exponential
 
+from evo.archive_db import SCHEMA, ArchiveDamagedError, ArchiveError, ArchiveLockedError, Connector
 from evo.config import RunConfig
-from evo.genome import normalized_sha256, source_sha256
 from evo.records import (
     SUMMARY_KEYS,
     EvalState,
@@ -42,99 +45,10 @@ from evo.records import (
     Outcome,
     RunRecord,
 )
+from evo.run_index import RunSummary, summary_sql
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    run VARCHAR PRIMARY KEY,
-    created_at TIMESTAMP NOT NULL,
-    profile VARCHAR NOT NULL,
-    dataset VARCHAR NOT NULL,
-    time_budget_s DOUBLE NOT NULL,
-    project_dir VARCHAR NOT NULL,
-    config JSON NOT NULL
-);
-CREATE TABLE IF NOT EXISTS sources (
-    sha256 VARCHAR PRIMARY KEY,
-    code VARCHAR NOT NULL
-);
-CREATE TABLE IF NOT EXISTS genomes (
-    run VARCHAR NOT NULL,
-    genome_id VARCHAR NOT NULL,
-    seq INTEGER NOT NULL,
-    generation INTEGER NOT NULL,
-    operator VARCHAR NOT NULL,
-    description VARCHAR NOT NULL,
-    source_sha256 VARCHAR NOT NULL,
-    normalized_sha256 VARCHAR NOT NULL,
-    created_at TIMESTAMP NOT NULL,
-    PRIMARY KEY (run, genome_id)
-);
-CREATE TABLE IF NOT EXISTS lineage (
-    run VARCHAR NOT NULL,
-    parent_id VARCHAR NOT NULL,
-    child_id VARCHAR NOT NULL,
-    PRIMARY KEY (run, parent_id, child_id)
-);
--- the parents' order matters (a crossover child is built on its first parent's code)
-ALTER TABLE lineage ADD COLUMN IF NOT EXISTS parent_index INTEGER DEFAULT 0;
-CREATE TABLE IF NOT EXISTS noise_floor (
-    run VARCHAR PRIMARY KEY,
-    genome_id VARCHAR NOT NULL,
-    sigma DOUBLE NOT NULL,
-    n INTEGER NOT NULL,
-    k DOUBLE NOT NULL,
-    recorded_at TIMESTAMP NOT NULL
-);
-CREATE SEQUENCE IF NOT EXISTS evaluation_ids START 1;
-CREATE TABLE IF NOT EXISTS evaluations (
-    eval_id BIGINT NOT NULL,
-    run VARCHAR NOT NULL,
-    genome_id VARCHAR NOT NULL,
-    attempt INTEGER NOT NULL,
-    state VARCHAR NOT NULL,
-    started_at TIMESTAMP NOT NULL,
-    finished_at TIMESTAMP,
-    seed INTEGER NOT NULL,
-    device VARCHAR NOT NULL,
-    log_path VARCHAR NOT NULL,
-    wall_s DOUBLE,
-    returncode INTEGER,
-    failure_kind VARCHAR,
-    error VARCHAR,
-    log_tail VARCHAR,
-    val_bpb DOUBLE,
-    training_seconds DOUBLE,
-    total_seconds DOUBLE,
-    peak_vram_mb DOUBLE,
-    mfu_percent DOUBLE,
-    total_tokens_M DOUBLE,
-    num_steps DOUBLE,
-    num_params_M DOUBLE,
-    depth DOUBLE,
-    metrics JSON
-);
--- the trust boundary (added with trusted fitness; older archives get the columns empty)
-ALTER TABLE runs ADD COLUMN IF NOT EXISTS harness_sha256 VARCHAR;
-ALTER TABLE runs ADD COLUMN IF NOT EXISTS evaluator_version VARCHAR;
-ALTER TABLE evaluations ADD COLUMN IF NOT EXISTS reported_val_bpb DOUBLE;
-ALTER TABLE evaluations ADD COLUMN IF NOT EXISTS sandbox VARCHAR;
-CREATE SEQUENCE IF NOT EXISTS llm_call_ids START 1;
-CREATE TABLE IF NOT EXISTS llm_calls (
-    call_id BIGINT NOT NULL,
-    run VARCHAR NOT NULL,
-    parent_id VARCHAR NOT NULL,
-    model VARCHAR NOT NULL,
-    round INTEGER NOT NULL,
-    input_tokens BIGINT NOT NULL,
-    output_tokens BIGINT NOT NULL,
-    cost_usd DOUBLE NOT NULL,
-    latency_s DOUBLE NOT NULL,
-    outcome VARCHAR NOT NULL,
-    error VARCHAR,
-    child_sha256 VARCHAR,
-    created_at TIMESTAMP NOT NULL
-);
-"""
+__all__ = ["METRIC_COLUMNS", "SCHEMA", "Archive", "ArchiveDamagedError", "ArchiveError", "ArchiveLockedError",
+           "RunSummary"]
 
 # Metric keys that also get a column of their own, for direct SQL queries.
 METRIC_COLUMNS = SUMMARY_KEYS
@@ -146,83 +60,40 @@ _EVAL_COLUMNS = (
 _RUN_COLUMNS = "run, created_at, profile, dataset, time_budget_s, project_dir, config, harness_sha256, evaluator_version"
 
 
-class ArchiveError(Exception):
-    """A request the archive refuses: unknown run or genome, finishing twice, a name taken."""
-
-
-class ArchiveLockedError(ArchiveError):
-    """Another process held the archive file for longer than the lock timeout."""
-
-
 def _utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
-
-
-def _is_lock_error(exc: BaseException) -> bool:
-    return isinstance(exc, duckdb.IOException) and "lock" in str(exc).lower()
 
 
 class Archive:
     """DuckDB-backed storage of runs, genomes, sources, evaluations and lineage.
 
     Args:
-        path: the DuckDB file; its folder is created if missing.
+        path: the DuckDB file; its folder is created if missing (unless ``read_only``).
         lock_timeout_s: how long a call waits for another process's lock, seconds.
+        read_only: open the file read-only, for commands that only read it.
 
     Raises:
+        ArchiveError: ``read_only`` and there is no file; a write method of a read-only archive.
+        ArchiveDamagedError: DuckDB cannot read the file (nothing is written to it).
         ArchiveLockedError: from any method, when the file stayed locked too long.
     """
 
-    def __init__(self, path: str | Path, lock_timeout_s: float = 60.0) -> None:
+    def __init__(self, path: str | Path, lock_timeout_s: float = 60.0, read_only: bool = False) -> None:
         self.path = Path(path)
         self.lock_timeout_s = lock_timeout_s
-        self._lock = threading.RLock()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._tx() as con:
-            con.execute(SCHEMA)
+        self.read_only = read_only
+        self._db = Connector(self.path, lock_timeout_s, read_only)
+        if not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db.create_schema()
 
     # ------------------------------------------------------------------ connections
 
     @contextmanager
     def _tx(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         """A short-lived connection; writes run in one transaction, committed on exit."""
-        with self._lock:
-            con = self._open(read_only)
-            try:
-                if not read_only:
-                    con.execute("BEGIN TRANSACTION")
-                try:
-                    yield con
-                except BaseException:
-                    if not read_only:
-                        con.execute("ROLLBACK")
-                    raise
-                if not read_only:
-                    con.execute("COMMIT")
-            finally:
-                con.close()
-
-    def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
-        if read_only and not self.path.exists():
-            raise ArchiveError(f"no archive at {self.path}")
-
-        @retry(
-            retry=retry_if_exception(_is_lock_error),
-            wait=wait_random_exponential(multiplier=0.05, max=1.0),
-            stop=stop_after_delay(self.lock_timeout_s),
-            reraise=True,
-        )
-        def connect() -> duckdb.DuckDBPyConnection:
-            return duckdb.connect(str(self.path), read_only=read_only)
-
-        try:
-            return connect()
-        except duckdb.IOException as exc:
-            if _is_lock_error(exc):
-                raise ArchiveLockedError(
-                    f"archive {self.path} stayed locked by another process for {self.lock_timeout_s:.0f} s"
-                ) from exc
-            raise
+        with self._db.tx(read_only) as con:
+            yield con
 
     # ------------------------------------------------------------------ runs
 
@@ -237,7 +108,7 @@ class Archive:
         """
         with self._tx() as con:
             if con.execute("SELECT 1 FROM runs WHERE run = ?", [config.run]).fetchone():
-                raise ArchiveError(f"run {config.run!r} already exists in {self.path}; use `evo resume {config.run}`")
+                raise ArchiveError(f"run {config.run!r} already exists in {self.path}; use `evo resume --run {config.run}`")
             con.execute(
                 f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [config.run, _utcnow(), config.profile, config.dataset, time_budget_s, str(project_dir),
@@ -301,6 +172,8 @@ class Archive:
         Raises:
             ArchiveError: unknown run or parent.
         """
+        from evo.genome import normalized_sha256, source_sha256  # libcst: only writers need it
+
         sha = source_sha256(code)
         norm = normalized_sha256(code)
         with self._tx() as con:
@@ -346,10 +219,18 @@ class Archive:
         Raises:
             ArchiveError: no such genome in the run.
         """
-        for record in self.genomes(run):
-            if record.genome_id == genome_id:
-                return record
-        raise ArchiveError(f"no genome {genome_id!r} in run {run!r}")
+        with self._tx(read_only=True) as con:
+            row = con.execute(
+                "SELECT run, genome_id, generation, operator, description, source_sha256, normalized_sha256, created_at "
+                "FROM genomes WHERE run = ? AND genome_id = ?",
+                [run, genome_id],
+            ).fetchone()
+            parents = [r[0] for r in con.execute(
+                "SELECT parent_id FROM lineage WHERE run = ? AND child_id = ? ORDER BY parent_index", [run, genome_id]
+            ).fetchall()]
+        if row is None:
+            raise ArchiveError(f"no genome {genome_id!r} in run {run!r}")
+        return GenomeRecord(*row, parents=tuple(parents))
 
     def source(self, sha256: str) -> str:
         """The code stored under ``sha256``.
@@ -495,13 +376,44 @@ class Archive:
             raise ArchiveError(f"no evaluation {eval_id}")
         return _evaluation(row)
 
-    def evaluations(self, run: str, log_tails_of_last: int | None = None) -> list[EvaluationRecord]:
-        """All evaluations of a run, oldest first.
+    def evaluations(
+        self, run: str, log_tails_of_last: int | None = None, *, metrics: Sequence[str] | None = None,
+        genome_id: str | None = None, eval_ids: Sequence[int] | None = None,
+    ) -> list[EvaluationRecord]:
+        """All evaluations of a run (or of one of its genomes), oldest first.
 
         Args:
             log_tails_of_last: read the (large) log tails of only this many latest
                 evaluations; the others come with an empty ``log_tail`` (``None``: all).
+            metrics: read only these metrics, from their own columns (names of
+                :data:`METRIC_COLUMNS`), and neither the log tails (``log_tail`` is ``None``)
+                nor the metrics JSON: what a view that shows a few numbers needs, at a
+                fraction of the memory. ``None``: everything.
+            genome_id: only this genome's evaluations.
+            eval_ids: only these evaluations.
+
+        Raises:
+            ValueError: a name in ``metrics`` that has no column.
         """
+        params: dict[str, Any] = {"run": run}
+        where = "run = $run"
+        if genome_id is not None:
+            where += " AND genome_id = $genome"
+            params["genome"] = genome_id
+        if eval_ids is not None:
+            where += " AND eval_id IN (SELECT unnest($ids::BIGINT[]))"
+            params["ids"] = [int(i) for i in eval_ids]
+        if metrics is not None:
+            unknown = sorted(set(metrics) - set(METRIC_COLUMNS))
+            if unknown:
+                raise ValueError(f"no metric column {', '.join(unknown)}; known: {', '.join(METRIC_COLUMNS)}")
+            light = _EVAL_COLUMNS.replace("log_tail, metrics", "NULL, NULL")
+            names = list(dict.fromkeys(metrics))
+            with self._tx(read_only=True) as con:
+                rows = con.execute(
+                    f"SELECT {', '.join([light, *names])} FROM evaluations WHERE {where} ORDER BY eval_id", params
+                ).fetchall()
+            return [_evaluation(r[:17], dict(zip(names, r[17:], strict=True))) for r in rows]
         columns = _EVAL_COLUMNS
         if log_tails_of_last is not None:
             keep = (
@@ -510,10 +422,26 @@ class Archive:
             )
             columns = ", ".join(keep if c.strip() == "log_tail" else c.strip() for c in _EVAL_COLUMNS.split(","))
         with self._tx(read_only=True) as con:
-            rows = con.execute(
-                f"SELECT {columns} FROM evaluations WHERE run = $run ORDER BY eval_id", {"run": run}
-            ).fetchall()
+            rows = con.execute(f"SELECT {columns} FROM evaluations WHERE {where} ORDER BY eval_id", params).fetchall()
         return [_evaluation(r) for r in rows]
+
+    def overhead_s(self, run: str) -> tuple[float | None, int]:
+        """Mean wall seconds not spent training (start-up, compilation, evaluation, engine)
+        over the run's counted evaluations that report their training time, and their number."""
+        with self._tx(read_only=True) as con:
+            mean, n = con.execute(
+                "SELECT avg(wall_s - training_seconds), count(*) FROM evaluations WHERE run = ? "
+                "AND state IN ('COMPLETE', 'FAIL', 'TIMEOUT') AND wall_s IS NOT NULL AND training_seconds IS NOT NULL",
+                [run],
+            ).fetchone()
+        return mean, n
+
+    def run_summaries(self) -> list[RunSummary]:
+        """Every run with its counts (:class:`RunSummary`), oldest first, in one query."""
+        with self._tx(read_only=True) as con:
+            rows = con.execute(summary_sql(_RUN_COLUMNS.split(", "))).fetchall()
+        n = len(_RUN_COLUMNS.split(", "))
+        return [RunSummary(RunRecord(*row[:n]), *row[n:]) for row in rows]
 
     # ------------------------------------------------------------------ LLM calls
 
@@ -569,12 +497,19 @@ class Archive:
             return float(con.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM llm_calls WHERE run = ?", [run]).fetchone()[0])
 
 
-def _evaluation(row: Sequence[Any]) -> EvaluationRecord:
+def _evaluation(row: Sequence[Any], columns: dict[str, float | None] | None = None) -> EvaluationRecord:
+    """An EvaluationRecord from a row of ``_EVAL_COLUMNS``; ``columns``: metrics read from
+    their own columns instead of the JSON (NULLs left out)."""
     (eval_id, run, genome_id, attempt, state, started_at, finished_at, seed, device, log_path,
      wall_s, returncode, failure_kind, error, log_tail, metrics, sandbox) = row
+    if columns is not None:
+        values = {k: v for k, v in columns.items() if v is not None}
+    else:
+        values = json.loads(metrics) if metrics else {}
     return EvaluationRecord(
         eval_id=eval_id, run=run, genome_id=genome_id, attempt=attempt, state=EvalState(state),
         started_at=started_at, finished_at=finished_at, seed=seed, device=device, log_path=log_path,
         wall_s=wall_s, returncode=returncode, failure_kind=failure_kind, error=error, log_tail=log_tail,
-        metrics=json.loads(metrics) if metrics else {}, sandbox=sandbox,
+        metrics=values, sandbox=sandbox,
     )
+

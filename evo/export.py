@@ -20,7 +20,7 @@ def _header(run: RunRecord, result: GenomeResult, seed: int, time_budget_s: floa
     score = f"val_bpb {result.val_bpb:.6f} (n={result.n})" if result.val_bpb is not None else result.state
     lines = [
         f"# Exported by evo from run {run.run!r}, genome {result.genome_id} (generation {result.genome.generation}): {score}.",
-        f"# Change: {result.genome.description}",
+        f"# Change: {' '.join(result.genome.description.split())}",  # one comment line, whatever it holds
         "# The lines below select the harness settings it was evaluated with; environment variables win.",
         "import os as _evo_os",
         "",
@@ -61,6 +61,10 @@ def standalone_source(code: str, run: RunRecord, result: GenomeResult, seed: int
     """
     module = cst.parse_module(code)
     index = _insert_index(module)
-    header = cst.parse_module(_header(run, result, seed, time_budget_s)).body
+    parsed = cst.parse_module(_header(run, result, seed, time_budget_s))
+    # the comment lines before the header's first statement are the parsed module's header:
+    # keep them, on that statement
+    header = list(parsed.body)
+    header[0] = header[0].with_changes(leading_lines=[*parsed.header, *header[0].leading_lines])
     body = list(module.body)
     return module.with_changes(body=[*body[:index], *header, *body[index:]]).code

@@ -46,28 +46,50 @@ def normalized_sha256(code: str) -> str:
 
 
 def validate(code: str, filename: str = "<genome>") -> None:
-    """Check a candidate genome parses with libcst and compiles with CPython.
+    """Check a candidate genome compiles with CPython and parses with libcst.
+
+    CPython's compiler goes first: it refuses pathological nesting (100,000 unary minus
+    signs, say) with an error, where libcst's native parser would crash the process.
 
     Raises:
-        InvalidGenomeError: with the parser's or compiler's message.
+        InvalidGenomeError: with the compiler's or parser's message.
     """
-    try:
-        cst.parse_module(code)
-    except cst.ParserSyntaxError as exc:
-        raise InvalidGenomeError(f"libcst cannot parse the genome: {exc.message} (line {exc.raw_line})") from exc
     try:
         compile(code, filename, "exec")
     except SyntaxError as exc:
         raise InvalidGenomeError(f"genome does not compile: line {exc.lineno}: {exc.msg}") from exc
+    except (MemoryError, RecursionError, ValueError) as exc:
+        raise InvalidGenomeError(f"genome does not compile: {type(exc).__name__} (nesting too deep?)") from exc
+    try:
+        cst.parse_module(code)
+    except cst.ParserSyntaxError as exc:
+        raise InvalidGenomeError(f"libcst cannot parse the genome: {exc.message} (line {exc.raw_line})") from exc
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename (never half-written)."""
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux allows (threads may be creating files)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def write_atomic(path: Path, text: str | bytes) -> None:
+    """Write ``text`` (UTF-8) or bytes to ``path`` through a temporary file and a rename
+    (never half-written), with the mode a plain ``open`` would give (0o666 less the umask)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600 files
+        data = text if isinstance(text, bytes) else text.encode("utf-8")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

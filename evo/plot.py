@@ -13,6 +13,7 @@ Rendering uses matplotlib's Agg canvas directly (no pyplot, no global backend st
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from evo.genome import write_atomic
 from evo.records import EvalState, EvaluationRecord, GenomeRecord
 
 WIDTH_PX, HEIGHT_PX, DPI = 1600, 800, 100
@@ -104,7 +106,8 @@ def _short(text: str) -> str:
 
 def render_progress(points: Sequence[Point], path: Path, title: str,
                     width_px: int = WIDTH_PX, height_px: int = HEIGHT_PX) -> None:
-    """Draw the points and save a PNG of exactly ``width_px`` x ``height_px`` pixels.
+    """Draw the points and save a PNG of exactly ``width_px`` x ``height_px`` pixels
+    (written atomically, with the mode the umask gives, 0644 by default).
 
     Raises:
         OSError: the file cannot be written.
@@ -152,8 +155,9 @@ def render_progress(points: Sequence[Point], path: Path, title: str,
                    label=f"failed ({len(failed)}), at the top edge")
     if points:
         ax.legend(loc="upper right", bbox_to_anchor=(1.0, 0.97), fontsize=8, framealpha=0.9)  # below the failure row
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, format="png")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=DPI, format="png")
+    write_atomic(path, buffer.getvalue())
 
 
 def plot_progress(genomes: Sequence[GenomeRecord], evaluations: Sequence[EvaluationRecord], run: str,

@@ -8,11 +8,10 @@ square brackets is printed verbatim and the output pipes cleanly into ``less`` o
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
 
 from evo.archive import Archive, ArchiveError
 from evo.records import SUMMARY_KEYS
-from evo.results import GenomeResult, genome_results
+from evo.results import GenomeResult, genome_result
 
 
 def source_diff(old_code: str, new_code: str, old_name: str, new_name: str, context: int = 3) -> str:
@@ -30,18 +29,6 @@ def source_diff(old_code: str, new_code: str, old_name: str, new_name: str, cont
         old_code.splitlines(keepends=True), new_code.splitlines(keepends=True), old_name, new_name, n=context
     )
     return "".join(line if line.endswith("\n") else line + "\n" for line in lines)
-
-
-def find_result(results: Sequence[GenomeResult], genome_id: str, run: str) -> GenomeResult:
-    """The result of ``genome_id``.
-
-    Raises:
-        ArchiveError: no such genome in the run.
-    """
-    for result in results:
-        if result.genome_id == genome_id:
-            return result
-    raise ArchiveError(f"no genome {genome_id!r} in run {run!r}")
 
 
 def parent_delta(result: GenomeResult, by_id: dict[str, GenomeResult]) -> float | None:
@@ -102,21 +89,29 @@ def show_text(archive: Archive, run: str, genome_id: str, diff_against: str | No
     Returns:
         The text, ending in a newline.
 
+    Reads the genome (its evaluations in full: metrics, log tail), its first parent's
+    val_bpb (for the delta) and the genome diffed against; nothing else of the run.
+
     Raises:
         ArchiveError: unknown run or genome, or ``--diff`` on a genome without a parent
             and without ``diff_against``.
     """
-    results = genome_results(archive.genomes(run), archive.evaluations(run))
-    by_id = {r.genome_id: r for r in results}
-    result = find_result(results, genome_id, run)
+    archive.get_run(run)
+    genome = archive.genome(run, genome_id)
+    result = genome_result(genome, archive.evaluations(run, genome_id=genome_id))
+    by_id = {genome_id: result}
+    if genome.parents:
+        parent = archive.genome(run, genome.parents[0])
+        by_id[parent.genome_id] = genome_result(
+            parent, archive.evaluations(run, genome_id=parent.genome_id, metrics=("val_bpb",)))
     lines = header(result, run, by_id)
-    code = archive.source(result.genome.source_sha256)
+    code = archive.source(genome.source_sha256)
     if diff:
-        other_id = diff_against or (result.genome.parents[0] if result.genome.parents else None)
+        other_id = diff_against or (genome.parents[0] if genome.parents else None)
         if other_id is None:
             raise ArchiveError(f"{genome_id} has no parent; name a genome to diff against: --diff OTHER")
-        other = find_result(results, other_id, run)
-        text = source_diff(archive.source(other.genome.source_sha256), code, f"{other_id}.py", f"{genome_id}.py")
+        other = archive.genome(run, other_id)
+        text = source_diff(archive.source(other.source_sha256), code, f"{other_id}.py", f"{genome_id}.py")
         lines.append("")
         lines.append(text.rstrip("\n") if text else f"(no difference between {other_id} and {genome_id})")
         return "\n".join(lines) + "\n"

@@ -92,3 +92,37 @@ def test_reader_in_another_process_gets_through_between_writes(archive, tmp_path
     assert proc.returncode == 0
     assert 0 <= int(out.strip()) <= 40
     assert len(archive.genomes("r1")) == 40
+
+
+def test_run_summaries_count_what_evo_runs_shows(archive, tmp_path):
+    seed = archive.add_genome("r1", 0, "seed", "seed", "X = 1\n")
+    for bpb in (1.5, 1.7):  # two replicates of the seed: mean 1.6
+        ev = archive.start_evaluation("r1", seed.genome_id, 42, "cpu", tmp_path / "s.log")
+        archive.finish_evaluation(ev.eval_id, _outcome(bpb))
+    child = archive.add_genome("r1", 0, "hyperparam", "X 1 -> 2", "X = 2\n", parents=[seed.genome_id])
+    ev = archive.start_evaluation("r1", child.genome_id, 42, "cpu", tmp_path / "c.log")
+    archive.finish_evaluation(ev.eval_id, Outcome(EvalState.FAIL, 1.0, 1, {}, FailureKind.CRASH, "boom", ""))
+    archive.add_genome("r1", 0, "hyperparam", "X 1 -> 3", "X = 3\n", parents=[seed.genome_id])  # never evaluated
+    archive.create_run(RunConfig(run="r2", profile="smoke"), 3.0, tmp_path)
+    r1, r2 = archive.run_summaries()
+    assert (r1.run, r1.genomes, r1.evaluations, r1.running, r1.unfinished) == ("r1", 3, 3, 0, 1)
+    assert r1.best_val_bpb == pytest.approx(1.6)  # a genome's mean, not its best single evaluation
+    assert (r1.seed_complete, r1.seed_failed, r1.child_complete) == (2, 0, 0)
+    assert (r2.run, r2.genomes, r2.evaluations, r2.best_val_bpb) == ("r2", 0, 0, None)
+
+
+def test_a_read_only_archive_needs_its_file_and_creates_nothing(tmp_path):
+    with pytest.raises(ArchiveError, match="no archive"):
+        Archive(tmp_path / "none" / "evo.duckdb", read_only=True).list_runs()
+    assert not (tmp_path / "none").exists()
+
+
+def test_a_writer_refuses_a_damaged_file_and_leaves_it_as_it_was(tmp_path):
+    from evo.archive import ArchiveDamagedError
+
+    path = tmp_path / "evo.duckdb"
+    path.write_bytes(b"\x00garbage" * 2000)
+    before = path.read_bytes()
+    with pytest.raises(ArchiveDamagedError, match="(?i)restore it from a copy"):
+        Archive(path)
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["evo.duckdb"]

@@ -92,6 +92,7 @@ def test_export_best_runs_standalone_and_reproduces(project, tmp_path):
     code = out.read_text()
     assert code.startswith('"""A fake genome')  # the docstring stays first
     assert 'environ.setdefault("EVO_PROFILE", "smoke")' in code
+    assert f"# Exported by evo from run 'views', genome {top.genome_id}" in code  # the header's comments are kept
     run = subprocess.run([sys.executable, str(out)], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert run.returncode == 0
     assert f"val_bpb: {top.val_bpb:.6f}" in run.stdout
@@ -99,5 +100,7 @@ def test_export_best_runs_standalone_and_reproduces(project, tmp_path):
 
 def test_export_unknown_genome_is_a_clear_error(project, tmp_path, capsys):
     assert main(["export", "--project", str(project), "--genome", "g9999", "-o", str(tmp_path / "x.py")]) == 2
-    assert "no genome 'g9999'" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert captured.err.startswith("error:") and captured.err.count("\n") == 1  # one line, on stderr
+    assert "no genome 'g9999'" in captured.err and captured.out == ""
     assert not (tmp_path / "x.py").exists()

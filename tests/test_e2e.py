@@ -82,7 +82,7 @@ def test_start_kill_resume_export(project, env):
             continue
         status = evo(["status"], project, env, timeout=120)  # answers while evo start runs
         assert status.returncode == 0, status.stdout + status.stderr
-        status_seen = status_seen or "e2e" in status.stdout
+        status_seen = status_seen or ("e2e" in status.stdout and f"engine pid {engine.pid}" in status.stdout)
         results = genome_results(archive.genomes("e2e"), archive.evaluations("e2e"))
         gen1 = [r for r in results if r.genome.generation == 1]
         if any(r.is_finished for r in gen1) and any(r.state == "RUNNING" for r in gen1):
@@ -102,8 +102,11 @@ def test_start_kill_resume_export(project, env):
         time.sleep(0.2)
     assert _genome_processes(marker) == []
 
+    runs = evo(["runs", "--json"], project, env, timeout=120)  # the killed engine's lock died with it
+    assert runs.returncode == 0 and '"state": "stopped"' in runs.stdout, runs.stdout + runs.stderr
     resumed = evo(["resume", "e2e"], project, env, timeout=600)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert sorted(p.name for p in archive_path.parent.glob("*.lock")) == ["evo.duckdb.lock"]  # no lock per run left
 
     archive = Archive(archive_path)
     evals = archive.evaluations("e2e")

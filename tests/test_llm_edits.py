@@ -138,3 +138,21 @@ def test_prices_are_known_or_given_never_zero():
     assert parse_price("3, 15") == (3.0, 15.0)
     with pytest.raises(ValueError):
         parse_price("3")
+
+
+def test_pathological_nesting_is_an_invalid_genome_not_a_crash():
+    """libcst's native parser crashes the process on 100,000 nested unary minus signs;
+    validate() lets CPython's compiler refuse such code first."""
+    import subprocess
+    import sys
+
+    code = (
+        "from evo.genome import InvalidGenomeError, validate\n"
+        "try:\n"
+        "    validate('x = ' + '-' * 100000 + '1\\n')\n"
+        "except InvalidGenomeError as exc:\n"
+        "    print('refused:', exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-500:]
+    assert done.stdout.startswith("refused: genome does not compile")

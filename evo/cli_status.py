@@ -1,0 +1,298 @@
+"""``evo status``: a run's header lines and leaderboard, sized to the terminal, or JSON.
+
+Read lean: every genome's verdict (state, mean/std/n val_bpb) is aggregated in SQL by
+:func:`evo.lineage.load_nodes` (the rule of :func:`evo.results.genome_result`, no
+evaluation record built), and only the evaluations the leaderboard shows (its rows and
+the running slots) are read, without log tails or metrics JSON.
+
+The leaderboard's columns are chosen by width (:mod:`evo.cli_table`): every value shown
+is whole (numbers are never cut), the least important columns are dropped first when the
+terminal is narrow (wall s, gen, ± std, operator, vs seed, n), and the description takes
+the rest of the line, cut with an ellipsis on one line. ``--wide`` shows every column
+and whole descriptions, however long the lines get. ``--json`` prints one JSON object
+(:func:`status_json`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.text import Text
+
+from evo.cli_table import Column, fitted_table
+from evo.config import RunConfig
+from evo.lineage import Node, declared_best, load_nodes
+from evo.locking import Holder
+from evo.records import EvaluationRecord, LLMCallRecord, RunRecord
+
+if TYPE_CHECKING:
+    from evo.archive import Archive
+
+MIN_DESCRIPTION = 28  # columns are dropped before the description gets narrower than this
+
+
+@dataclass(frozen=True)
+class StatusView:
+    """Everything ``evo status`` shows, read once from the archive (:func:`load_status`).
+
+    Attributes:
+        nodes: every genome with its verdict, in creation order.
+        shown: the leaderboard's rows: COMPLETE genomes best first, then the others.
+        details: eval_id -> the last evaluation of each shown or running genome.
+        overhead_s: mean wall seconds not spent training per counted evaluation, and how many.
+        state: the run's state (evo.run_index.run_state).
+    """
+
+    record: RunRecord
+    config: RunConfig
+    nodes: list[Node]
+    shown: list[Node]
+    total_ranked: int
+    sigma: float | None
+    best: Node | None
+    details: dict[int, EvaluationRecord]
+    overhead_s: tuple[float | None, int]
+    llm_calls: list[LLMCallRecord]
+    engine: Holder | None
+    state: str
+    now: dt.datetime
+
+    @property
+    def seed(self) -> Node | None:
+        return next((n for n in self.nodes if n.operator == "seed"), None)
+
+    def last(self, node: Node) -> EvaluationRecord | None:
+        return self.details.get(node.last_eval_id) if node.last_eval_id is not None else None
+
+
+def ranked(nodes: Sequence[Node]) -> list[Node]:
+    """COMPLETE genomes by val_bpb (best first, ties by age), then the rest in creation order
+    (the order of :func:`evo.results.ranked`)."""
+    complete = sorted((n for n in nodes if n.is_complete), key=lambda n: (n.val_bpb, n.index))
+    return complete + [n for n in nodes if not n.is_complete]
+
+
+def load_status(archive: Archive, record: RunRecord, engine: Holder | None, state: str, top: int = 30) -> StatusView:
+    """Read what ``evo status`` shows of ``record``'s run.
+
+    Args:
+        engine: the engine running the run now (evo.locking), if any.
+        state: the run's state (evo.run_index.run_state).
+        top: leaderboard rows (0: all).
+    """
+    config = RunConfig.from_json(record.config_json)
+    nodes = load_nodes(archive, record.run)
+    order = ranked(nodes)
+    shown = order[:top] if top else order
+    seed = next((n for n in nodes if n.operator == "seed"), None)
+    sigma = seed.val_bpb_std if seed is not None and seed.n >= 2 else None  # evo.noise.noise_sigma
+    wanted = {n.last_eval_id for n in shown if n.last_eval_id is not None}
+    wanted |= {n.last_eval_id for n in nodes if n.state == "RUNNING" and n.last_eval_id is not None}
+    details = {}
+    if wanted:
+        details = {e.eval_id: e for e in archive.evaluations(record.run, metrics=("training_seconds",),
+                                                             eval_ids=sorted(wanted))}
+    return StatusView(record, config, nodes, shown, len(order), sigma, declared_best(nodes, config), details,
+                      archive.overhead_s(record.run), archive.llm_calls(record.run), engine, state,
+                      dt.datetime.now(dt.timezone.utc).replace(tzinfo=None))
+
+
+# ---------------------------------------------------------------------------- JSON
+
+def _num(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _running(view: StatusView) -> list[tuple[Node, EvaluationRecord, float, float]]:
+    """(genome, evaluation, seconds running, seconds of training budget left) per running evaluation."""
+    out = []
+    for node in view.nodes:
+        last = view.last(node)
+        if node.state == "RUNNING" and last is not None:
+            elapsed = (view.now - last.started_at).total_seconds() if last.started_at else 0.0
+            out.append((node, last, elapsed, max(0.0, view.record.time_budget_s - elapsed)))
+    return out
+
+
+def _llm_summary(calls: Sequence[LLMCallRecord]) -> dict[str, Any] | None:
+    if not calls:
+        return None
+    failed = Counter(c.outcome for c in calls if c.outcome != "ok")
+    return {
+        "model": calls[-1].model, "attempts": len(calls), "children": len({c.child_id for c in calls if c.child_id}),
+        "failed": dict(failed.most_common()), "input_tokens": sum(c.input_tokens for c in calls),
+        "output_tokens": sum(c.output_tokens for c in calls), "spend_usd": sum(c.cost_usd for c in calls),
+    }
+
+
+def status_json(view: StatusView) -> dict[str, Any]:
+    """``evo status --json``: the run, its noise floor, declared best, every genome, the running slots.
+
+    Keys: ``run`` (name, created_at, profile, dataset, time_budget_s, fitness,
+    population, generations, state: running / stopped / finished / failed-seed,
+    engine_pid: ``None`` when no engine runs it), ``states`` (genome state -> count),
+    ``noise_floor`` (sigma, n, k, margin = k * sigma; ``None`` before the seed's
+    replicates), ``declared_best`` (genome_id, val_bpb, val_bpb_std, n), ``genomes`` in
+    creation order (id, rank among COMPLETE genomes, generation, parents, operator,
+    description, state, failure_kind, val_bpb {mean, std, n}), ``running`` (slot,
+    genome_id, attempt, elapsed_s, budget_left_s), ``llm`` (model, attempts, children,
+    failed by outcome, tokens, spend_usd; ``None`` without calls). Times are UTC ISO 8601;
+    non-finite numbers are ``null``.
+    """
+    record, config, best, seed = view.record, view.config, view.best, view.seed
+    rank = {n.genome_id: i for i, n in enumerate((n for n in ranked(view.nodes) if n.is_complete), start=1)}
+    return {
+        "run": {
+            "name": record.run, "created_at": record.created_at.isoformat(), "profile": record.profile,
+            "dataset": record.dataset, "time_budget_s": record.time_budget_s, "fitness": config.fitness,
+            "population": config.population, "generations": config.generations, "state": view.state,
+            "engine_pid": view.engine.pid if view.engine else None,
+        },
+        "states": dict(sorted(Counter(n.state for n in view.nodes).items())),
+        "noise_floor": None if view.sigma is None else {
+            "sigma": _num(view.sigma), "n": seed.n if seed else 0, "k": config.noise_k,
+            "margin": _num(config.noise_k * view.sigma),
+        },
+        "declared_best": None if best is None else {
+            "genome_id": best.genome_id, "val_bpb": _num(best.val_bpb), "val_bpb_std": _num(best.val_bpb_std),
+            "n": best.n,
+        },
+        "genomes": [
+            {
+                "id": n.genome_id, "rank": rank.get(n.genome_id), "generation": n.generation,
+                "parents": list(n.parents), "operator": n.operator, "description": n.description,
+                "state": n.state, "failure_kind": n.failure_kind,
+                "val_bpb": {"mean": _num(n.val_bpb), "std": _num(n.val_bpb_std), "n": n.n},
+            }
+            for n in view.nodes
+        ],
+        "running": [
+            {"slot": last.device, "genome_id": n.genome_id, "attempt": last.attempt,
+             "elapsed_s": round(elapsed, 1), "budget_left_s": round(left, 1)}
+            for n, last, elapsed, left in _running(view)
+        ],
+        "llm": _llm_summary(view.llm_calls),
+    }
+
+
+# ---------------------------------------------------------------------------- text
+
+def header_lines(view: StatusView) -> list[str]:
+    """The lines above the leaderboard (each a sentence; long ones wrap at words)."""
+    record, config, nodes = view.record, view.config, view.nodes
+    generations = max((n.generation for n in nodes), default=-1) + 1
+    fitness = " · fitness REPORTED by the genomes (untrusted)" if config.fitness == "reported" else ""
+    lines = [f"run {record.run} · profile {record.profile} · dataset {record.dataset} · "
+             f"{record.time_budget_s:g} s per genome{fitness}"]
+    if view.engine is not None:
+        lines.append(f"state: running (engine pid {view.engine.pid or 'unknown'})")
+    elif view.state == "stopped":
+        lines.append(f"state: stopped; continue with: evo resume --run {record.run}")
+    elif view.state == "failed-seed":
+        seed = view.seed
+        lines.append(f"state: failed-seed: the seed genome never completed (see: evo show --run {record.run} "
+                     f"{seed.genome_id if seed else 'g0000'})")
+    else:
+        lines.append(f"state: {view.state}")
+    counts = Counter(n.state for n in nodes)
+    lines.append(f"{len(nodes)} genomes in {generations} generation(s) · states: "
+                 + (", ".join(f"{state} {k}" for state, k in sorted(counts.items())) or "none yet"))
+    overhead, counted = view.overhead_s
+    if counted:
+        lines.append(f"mean wall time not spent training, per evaluation: {overhead:.1f} s")
+    if view.sigma is not None:
+        seed = view.seed
+        lines.append(f"noise floor sigma {view.sigma:.6f} (seed genome, n={seed.n if seed else 0}); an improvement "
+                     f"must beat the best by > {config.noise_k:g} sigma = {config.noise_k * view.sigma:.6f}")
+    llm = _llm_summary(view.llm_calls)
+    if llm:
+        failed = llm["failed"]
+        failures = f"{sum(failed.values())} failed" + (
+            f" ({', '.join(f'{k} {n}' for k, n in failed.items())})" if failed else "")
+        cap = f" of ${config.max_llm_cost_usd:.2f} cap" if config.max_llm_cost_usd is not None else ""
+        lines.append(f"LLM {llm['model']}: {llm['attempts']} attempts, {llm['children']} children recorded, {failures}; "
+                     f"tokens {llm['input_tokens']:,} in / {llm['output_tokens']:,} out; "
+                     f"spend ${llm['spend_usd']:.4f}{cap}")
+    if view.best is not None:
+        b = view.best
+        lines.append(f"declared best: {b.genome_id} val_bpb {b.val_bpb:.6f} ± {b.val_bpb_std:.6f} (n={b.n})")
+    return lines
+
+
+def running_lines(view: StatusView) -> list[str]:
+    """One line per evaluation running now: slot, genome, seconds so far, description."""
+    return [
+        f"  {last.device or '?'}: {n.genome_id} (attempt {last.attempt}) running {elapsed:.0f} s, "
+        f"~{left:.0f} s of training budget left · {' '.join(n.description.split())}"
+        for n, last, elapsed, left in _running(view)
+    ]
+
+
+def leaderboard_columns(view: StatusView) -> list[Column]:
+    """The leaderboard's columns for the shown rows, the most important (priority 0) always kept."""
+    rows = view.shown
+    seed = view.seed
+    seed_bpb = seed.val_bpb if seed else None
+    best_id = view.best.genome_id if view.best is not None else None
+    complete = [n for n in rows if n.is_complete]  # shown rows are ranked: COMPLETE ones first, best first
+    rank_of = {n.genome_id: i for i, n in enumerate(complete, start=1)}
+
+    def state(n: Node) -> str:
+        return f"{n.state} ({n.failure_kind})" if n.failure_kind else n.state
+
+    def wall(n: Node) -> str:
+        last = view.last(n)
+        return f"{last.wall_s:.1f}" if last is not None and last.wall_s is not None else ""
+
+    return [
+        Column("#", [str(rank_of[n.genome_id]) if n.genome_id in rank_of else "" for n in rows], 1, right=True),
+        Column("genome", [n.genome_id + (" ★" if n.genome_id == best_id else "") for n in rows]),
+        Column("gen", [str(n.generation) for n in rows], 6, right=True),
+        Column("operator", [n.operator for n in rows], 4),
+        Column("description", [" ".join(n.description.split()) for n in rows], flexible=True),
+        Column("val_bpb", [f"{n.val_bpb:.6f}" if n.val_bpb is not None else "-" for n in rows], right=True),
+        Column("± std", [f"{n.val_bpb_std:.6f}" if n.val_bpb_std is not None and n.n > 1 else "" for n in rows], 5,
+               right=True),
+        Column("n", [str(n.n) for n in rows], 2, right=True),
+        Column("vs seed", [f"{n.val_bpb - seed_bpb:+.4f}" if n.val_bpb is not None and seed_bpb is not None else ""
+                           for n in rows], 3, right=True),
+        Column("state", [state(n) for n in rows], 1),
+        Column("wall s", [wall(n) for n in rows], 7, right=True),
+    ]
+
+
+def _style(n: Node, best_id: str | None) -> str:
+    if n.genome_id == best_id:
+        return "bold green"
+    return {"FAIL": "red", "TIMEOUT": "red", "RUNNING": "yellow", "PENDING": "dim", "INTERRUPTED": "dim"}.get(n.state, "")
+
+
+def render_status(view: StatusView, console: Console, wide: bool = False) -> None:
+    """Print the status of a run on ``console``, at its width (module docstring).
+
+    Args:
+        wide: every column and whole descriptions, whatever the width.
+    """
+    for line in header_lines(view):
+        console.print(Text(line), crop=not wide)
+    running = running_lines(view)
+    if running:
+        console.print(Text(f"running now ({len(running)} slot(s)):"))
+        for line in running:
+            console.print(Text(line, no_wrap=not wide, overflow="ellipsis"))
+    best_id = view.best.genome_id if view.best is not None else None
+    table, needed = fitted_table(leaderboard_columns(view), console.width, wide, MIN_DESCRIPTION,
+                                 [_style(n, best_id) for n in view.shown])
+    if wide and needed > console.width:  # rich renders no wider than its console: print on a wider one
+        Console(file=console.file, width=needed, color_system=console.color_system, force_terminal=console.is_terminal,
+                no_color=console.no_color, legacy_windows=False).print(table)
+    else:
+        console.print(table)
+    if len(view.shown) < view.total_ranked:
+        console.print(Text(f"... {view.total_ranked - len(view.shown)} more (use --top 0 for all)"))

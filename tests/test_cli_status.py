@@ -1,0 +1,142 @@
+"""evo status at 80 and 200 columns, --wide and --json, on a fake-genome run."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+
+import pytest
+from fake_run import build_fake_run
+from rich.console import Console
+
+from evo.archive import Archive
+from evo.cli import main
+from evo.cli_status import load_status, render_status
+from evo.noise import declared_best
+from evo.operators.cst_tools import set_constants
+from evo.results import best
+
+LONG = ("DEPTH 3 -> 7 with a much longer explanation of why a deeper model should help at this budget, "
+        "citing the scaling of depth against width at a fixed number of parameters and steps, end")
+
+
+@pytest.fixture(scope="module")
+def fake(tmp_path_factory):
+    fake = build_fake_run(tmp_path_factory.mktemp("project"))
+    top = best(fake.results())
+    code = fake.archive.source(top.genome.source_sha256)
+    long = fake.archive.add_genome(fake.run, 2, "manual", LONG, set_constants(code, {"DEPTH": 7}), (top.genome_id,))
+    return fake, long.genome_id
+
+
+def _render(fake, width: int, wide: bool = False) -> str:
+    archive = Archive(fake.archive.path, read_only=True)
+    view = load_status(archive, archive.get_run(fake.run), None, "stopped", top=0)
+    console = Console(width=width, file=io.StringIO(), color_system=None, legacy_windows=False)
+    render_status(view, console, wide=wide)
+    return console.file.getvalue()
+
+
+def _rows(text: str, results) -> dict[str, str]:
+    """genome id -> the one leaderboard line that names it (fails if a genome has two lines)."""
+    rows = {}
+    for line in text.splitlines():
+        m = re.match(r"\s*\d*\s+(g\d{4})\b", line)
+        if m:
+            assert m.group(1) not in rows, f"{m.group(1)} on two lines:\n{text}"
+            rows[m.group(1)] = line
+    assert set(rows) == {r.genome_id for r in results}
+    return rows
+
+
+def test_at_80_columns_every_number_is_whole_and_each_genome_one_line(fake):
+    fake, long_id = fake
+    text = _render(fake, 80)
+    results = fake.results()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    rows = _rows(text, results)
+    for r in results:
+        line = rows[r.genome_id]
+        if r.val_bpb is not None:
+            assert f" {r.val_bpb:.6f} " in line  # never cut mid-number
+        assert r.state in line  # COMPLETE, FAIL, PENDING in full
+    assert "FAIL (crash)" in rows[fake.crashed]
+    assert re.search(re.escape(LONG[:20]) + r"[^ ]* [^ ]*…", rows[long_id]) and LONG not in text  # cut, one line
+    header = next(line for line in text.splitlines() if "val_bpb" in line and "genome" in line)
+    assert "description" in header and "state" in header and "vs seed" in header
+    assert not any(col in header for col in ("wall s", "operator", "± std"))  # the least important went first
+    assert "gen" not in header.split()
+
+
+def test_at_200_columns_every_column_is_shown(fake):
+    fake, long_id = fake
+    text = _render(fake, 200)
+    assert max(len(line) for line in text.splitlines()) <= 200
+    header = next(line for line in text.splitlines() if "val_bpb" in line and "genome" in line)
+    for col in ("#", "genome", "gen", "operator", "description", "val_bpb", "± std", "n", "vs seed", "state", "wall s"):
+        assert col in header
+    rows = _rows(text, fake.results())
+    assert "manual" in rows[long_id]  # the operator column
+
+
+def test_wide_shows_whole_descriptions_even_on_a_narrow_terminal(fake):
+    fake, long_id = fake
+    text = _render(fake, 80, wide=True)
+    rows = _rows(text, fake.results())
+    assert LONG in rows[long_id] and "wall s" in text
+
+
+def test_json_holds_the_run_noise_floor_best_and_every_genome(fake, capsys):
+    fake, long_id = fake
+    assert main(["status", "--project", str(fake.project), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    results = {r.genome_id: r for r in fake.results()}
+    assert data["run"]["name"] == fake.run and data["run"]["profile"] == "smoke" and data["run"]["state"] == "stopped"
+    assert [g["id"] for g in data["genomes"]] == list(results)
+    for g in data["genomes"]:
+        r = results[g["id"]]
+        assert g["parents"] == list(r.genome.parents) and g["operator"] == r.genome.operator
+        assert g["description"] == r.genome.description and g["state"] == r.state
+        assert g["val_bpb"]["n"] == r.n and g["val_bpb"]["mean"] == r.val_bpb
+    assert next(g for g in data["genomes"] if g["id"] == fake.crashed)["failure_kind"] == "crash"
+    assert next(g for g in data["genomes"] if g["id"] == long_id)["description"] == LONG
+    from evo.config import RunConfig
+
+    top = declared_best(list(results.values()), RunConfig.from_json(fake.archive.get_run(fake.run).config_json))
+    assert data["declared_best"]["genome_id"] == top.genome_id
+    assert data["declared_best"]["val_bpb"] == top.val_bpb
+    sigma = data["noise_floor"]
+    assert sigma is None or sigma["margin"] == pytest.approx(sigma["k"] * sigma["sigma"])
+    assert data["running"] == [] and data["states"]["PENDING"] == 2
+
+
+def test_evo_status_prints_the_leaderboard_fitted_to_its_console(fake, capsys, monkeypatch):
+    fake, long_id = fake
+    import evo.cli_common as common
+
+    monkeypatch.setattr(common, "console", Console(width=80, color_system=None))
+    monkeypatch.setattr("evo.cli_views.console", common.console)
+    assert main(["status", "--project", str(fake.project)]) == 0
+    out = capsys.readouterr().out
+    assert max(len(line) for line in out.splitlines()) <= 80
+    assert "…" in out and "COMPLETE" in out
+
+
+def test_running_slots_and_the_rows_left_out_are_shown(tmp_path, capsys):
+    from test_cli_runs import SEED, add_run
+
+    archive = Archive(tmp_path / "archive" / "evo.duckdb")
+    ids = add_run(archive, tmp_path, "r", children=1)
+    child = archive.add_genome("r", 1, "hyperparam", "LR 0.05 -> 0.06", SEED.replace("0.04", "0.06"), (ids[1],))
+    archive.start_evaluation("r", child.genome_id, 42, "cpu:slot1", tmp_path / "x.log")
+    assert main(["status", "--project", str(tmp_path), "--json"]) == 0
+    (slot,) = json.loads(capsys.readouterr().out)["running"]
+    assert (slot["genome_id"], slot["slot"], slot["attempt"]) == (child.genome_id, "cpu:slot1", 1)
+    assert 0 <= slot["elapsed_s"] < 60 and slot["budget_left_s"] <= 1.0
+    assert main(["status", "--project", str(tmp_path), "--top", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "running now (1 slot(s)):" in out and f"cpu:slot1: {child.genome_id} (attempt 1) running" in out
+    board = out.split("running now")[1].split("#  genome")[1]
+    assert re.search(r"^1\s+g0001\s", board, re.M) and "g0000" not in board  # one row, the best
+    assert "... 2 more (use --top 0 for all)" in out
