@@ -81,7 +81,7 @@ class Engine:
         self._notes: queue.SimpleQueue[str] = queue.SimpleQueue()  # messages from proposal threads
         llm = self.operators.get(LLMMutation.name)
         if isinstance(llm, LLMMutation):  # its calls are recorded in the archive, within the run's budget
-            llm.attach(archive, config.run, self._notes.put)
+            llm.attach(archive, config.run)
         gpu = device.startswith("cuda")
         self.setup = evaluation_setup(paths, archive, config, gpu, self.execution.local_slots(gpu), reporter.message)
         self.state: RunState | None = None
@@ -117,7 +117,7 @@ class Engine:
         scheduler = Scheduler(
             self.config, self.operators, self.config.profile, self.time_budget_s,
             lambda: program.read_text(encoding="utf-8") if LLMMutation.name in self.operators and program.is_file() else "",
-            seed_code, self.paths.seed_genome.name,
+            seed_code, self.paths.seed_genome.name, self._notes.put,
         )
         pool = make_pool(self.execution, self.setup, self.genome_dir, self.device, self.reporter.tick)
         ask = True  # whether the scheduler may have something new: after a result or a ready proposal
@@ -213,8 +213,16 @@ class Engine:
                               tail(read_tail(job.log_path)))
         record = self._commit(job, outcome, finished.device)
         state.record(record)
-        genome = state.result(job.genome_id).genome
+        result = state.result(job.genome_id)
+        genome = result.genome
         self.reporter.genome_finished(genome, record, self.incumbent())
+        if record.state is EvalState.COMPLETE and result.n == 2 and result.ignores_seed:
+            self.reporter.message(
+                f"{genome.genome_id}: evaluations with EVO_SEED "
+                f"{', '.join(str(e.seed) for e in result.evaluations if e.state is EvalState.COMPLETE)} "
+                f"gave the identical val_bpb {record.val_bpb:.6f}: the genome fixes its own random seed "
+                "(torch.manual_seed?), so its replicates measure no noise"
+            )
         self.record_noise_floor()
         if finished.error is not None and not isinstance(finished.error, WorkerLostError):
             raise finished.error
@@ -310,14 +318,17 @@ class Engine:
     def record_noise_floor(self) -> None:
         """Store sigma in the archive once the seed's replicates are all in."""
         seed = self.state.seed()
-        sigma = self.state.sigma()
-        if self._noise_recorded or seed is None or sigma is None or seed.n < self.config.noise_replicates:
+        noise = self.state.noise()
+        if self._noise_recorded or seed is None or noise is None or seed.n < self.config.noise_replicates:
             return
+        sigma = noise.sigma
         self._noise_recorded = True
         if self.archive.noise_floor(self.config.run) is None:
             self.archive.record_noise_floor(self.config.run, seed.genome_id, sigma, seed.n, self.config.noise_k)
             self.reporter.message(
-                f"noise floor: sigma = {sigma:.6f} bits/byte over {seed.n} seeds of {seed.genome_id}; "
+                f"noise floor: sigma = {sigma:.6f} bits/byte (90% interval {noise.low:.6f}-{noise.high:.6f}; "
+                f"{seed.n} seeds of {seed.genome_id}, pooled over {noise.genomes} genome(s) with replicates, "
+                f"{noise.df} degrees of freedom; it is re-estimated from every later replicate); "
                 f"a child must beat the best by more than {self.config.noise_k:g} sigma = "
                 f"{self.config.noise_k * sigma:.6f} to count as an improvement"
             )

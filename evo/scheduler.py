@@ -23,13 +23,18 @@ parents are known, so an LLM answer is written while genomes train. A slot never
 for a proposal that is not ready when another operator can make a child at once: that
 child is made now and the pending proposal is used for a later birth.
 
+Children are made by :class:`evo.breeding.Breeder`: a slow operator (the LLM) tries
+once per child; when every operator is slow, a proposal that failed tries again later
+with backoff, so failed calls never stop the run; an operator that stopped for the run
+(LLM budget spent, key refused) is said once, and when no operator is left no child is
+born (the run ends after what is running and due; a refused key is an EngineError).
+
 Each planned child draws from its own generator, seeded by the run's seed, the cohort
 and the birth's index in it: proposals stay reproducible whatever the threads' timing.
 """
 
 from __future__ import annotations
 
-import math
 import random
 from collections import Counter
 from collections.abc import Callable
@@ -37,32 +42,19 @@ from dataclasses import dataclass
 from functools import partial
 
 from evo import genome as genome_files
+from evo.breeding import Breeder, Child, ChildPlan, EngineError, NoChildError
 from evo.config import SEED_OVERRIDES, RunConfig
 from evo.noise import needs_replicate
-from evo.operators import Context, MutationOperator, Parent, Status
+from evo.operators import Context, MutationOperator
 from evo.operators.cst_tools import describe_change, read_constants, set_constants
 from evo.proposals import ProposalPool
 from evo.results import GenomeResult
-from evo.selection import select_parents
 from evo.state import RunState
 
 CONTEXT_BEST = 128  # operators learn from the best and the latest COMPLETE genomes:
 CONTEXT_RECENT = 128  # bounded, so a proposal costs the same at 100 and at 100k genomes
 
-
-class EngineError(RuntimeError):
-    """The search cannot go on (e.g. the seed genome failed, no new child can be made)."""
-
-
-@dataclass(frozen=True)
-class Child:
-    """A proposed child before it is recorded."""
-
-    code: str
-    operator: str
-    description: str
-    parents: tuple[str, ...]
-    generation: int = 0
+__all__ = ["Birth", "Child", "ChildPlan", "Due", "EngineError", "NoChildError", "Scheduler", "seed_child"]
 
 
 @dataclass(frozen=True)
@@ -82,31 +74,6 @@ class Birth:
     index: int
 
 
-@dataclass(frozen=True)
-class ChildPlan:
-    """What proposing one child needs, fixed in the engine's thread so it can run in another.
-
-    Attributes:
-        cohort, index: the birth it is planned for (index 0 takes the elite parent).
-        pool: the COMPLETE genomes parents are drawn from.
-        children_of: genome id -> children it has (or is planned to get) in this cohort.
-        seen: normalized hashes of every genome of the run (a child must be new).
-        sources: genome id -> source, for the pool.
-        rng: this plan's own generator.
-        operators: the operators it may use (all, or only those that answer at once).
-    """
-
-    cohort: int
-    index: int
-    pool: tuple[GenomeResult, ...]
-    children_of: dict[str, int]
-    seen: frozenset[str]
-    sources: dict[str, str]
-    context: Context
-    rng: random.Random
-    operators: tuple[str, ...]
-
-
 def seed_child(seed_code: str, profile: str, seed_name: str) -> Child:
     """The cohort-0 seed genome: the seed file with its profile's overrides applied.
 
@@ -123,11 +90,6 @@ def seed_child(seed_code: str, profile: str, seed_name: str) -> Child:
     return Child(code, "seed", description, ())
 
 
-def is_slow(operator: MutationOperator) -> bool:
-    """Operators whose proposals take long and cost money (the LLM): limited tries per child."""
-    return math.isfinite(getattr(operator, "max_tries_per_child", math.inf))
-
-
 class Scheduler:
     """Decides the next job of a run (module docstring).
 
@@ -138,12 +100,14 @@ class Scheduler:
             ``program_md`` is called at each plan (edits of program.md apply at once).
         seed_code: the seed genome's source (``None`` once the run has genomes).
         seed_name: its file name, for the seed's description.
-        note: receives messages from proposal threads (shown by the engine).
+        note: receives one-line messages, from the engine's thread and from proposal
+            threads (the engine shows them); must be thread-safe.
     """
 
     def __init__(
         self, config: RunConfig, operators: dict[str, MutationOperator], profile: str, time_budget_s: float,
         program_md: Callable[[], str], seed_code: str | None, seed_name: str,
+        note: Callable[[str], None] | None = None,
     ) -> None:
         self.config = config
         self.operators = operators
@@ -153,10 +117,12 @@ class Scheduler:
         self.seed_code = seed_code
         self.seed_name = seed_name
         self.proposals: ProposalPool[Child] = ProposalPool(config.proposal_workers)
-        self._fast = tuple(n for n, op in operators.items() if not is_slow(op))
+        self.breeder = Breeder(config, operators, note)
+        self._fast = self.breeder.fast
         self.waiting_for_proposal = False  # the last next() found only slow proposals, none ready
 
     def close(self) -> None:
+        self.breeder.close()  # proposals waiting to try again end now
         self.proposals.close()
 
     # ------------------------------------------------------------------ the decision
@@ -169,9 +135,12 @@ class Scheduler:
             in_flight: evaluations running (they count against ``max_evaluations``).
 
         Raises:
-            EngineError: no new child could be made.
+            EngineError: no new child could be made; every operator stopped, one for an
+                error of the setup (a refused API key), and no evaluation is running.
         """
         self.waiting_for_proposal = False
+        if not self.breeder.check_stops(in_flight):
+            return None
         if self.out_of_evaluations(state, in_flight):
             return None
         due = self.due(state)
@@ -272,97 +241,66 @@ class Scheduler:
             indices = indices[: max(0, self.config.max_evaluations - state.counted - in_flight)]
         children_of = self.children_of(state, cohort)
         context = self.context(state)
+        job = self.breeder.mutate if self._fast else self.breeder.patient
         for i in indices:
             plan = self.plan(state, cohort, i, pool, children_of, context)
-            choice = self.choose(plan, 0, Counter())
+            choice = self.breeder.choose(plan, 0, Counter())
             if choice is None:
                 return
             children_of.update({p.genome_id for p in choice[1]})
-            self.proposals.submit((cohort, i), partial(self.mutate, plan, choice))
+            self.proposals.submit((cohort, i), partial(job, plan, choice))
 
     def take_child(self, state: RunState, cohort: int, index: int, pool: list[GenomeResult]) -> Child | None:
         """The child for birth ``(cohort, index)``.
 
         A ready proposal (its own first, else the oldest ready one); when none is ready, a
         child made now by the operators that answer at once; when only slow operators
-        exist, ``None`` (the engine waits for the proposal while recording results).
+        exist, ``None`` (the engine waits for the proposal while recording results; one
+        is started for this birth if none is pending). ``None`` too once every operator
+        stopped and no proposal is pending.
         """
         keys = sorted(self.proposals.keys())
         ready = [k for k in keys if self.proposals.ready(k)]
         key = (cohort, index) if (cohort, index) in ready else (ready[0] if ready else None)
         children_of = self.children_of(state, cohort)
         if key is not None:
-            child = self.proposals.take(key)
-            if child.code and genome_files.normalized_sha256(child.code) not in state.normalized:
+            keys.remove(key)
+            child = self._taken(key)
+            if child is not None and genome_files.normalized_sha256(child.code) not in state.normalized:
                 return self._placed(state, cohort, child)
-            # a proposal running beside it produced the same child first: propose again now
-            return self._placed(state, cohort, self.mutate(self.plan(state, cohort, index, pool, children_of, salt=":again")))
-        if keys and not self._fast:
+            if child is not None and not self._fast and not self.breeder.births_over():
+                # a proposal running beside it produced the same child first: propose again
+                plan = self.plan(state, cohort, index, pool, children_of, salt=":again")
+                self.proposals.submit((cohort, index), partial(self.breeder.patient, plan, None))
+                self.waiting_for_proposal = True
+                return None
+        if self.breeder.births_over():
+            self.waiting_for_proposal = bool(keys)  # children already paid for are still taken
+            return None
+        if not self._fast:
+            if not keys:
+                plan = self.plan(state, cohort, index, pool, children_of)
+                self.proposals.submit((cohort, index), partial(self.breeder.patient, plan, None))
             self.waiting_for_proposal = True
             return None
-        fast_only = bool(keys)
-        salt = ":now" if fast_only else ""
+        fast_only = bool(keys) or key is not None
+        salt = (":again" if key is not None else ":now") if fast_only else ""
         plan = self.plan(state, cohort, index, pool, children_of, salt=salt, fast_only=fast_only)
-        return self._placed(state, cohort, self.mutate(plan))
+        return self._placed(state, cohort, self.breeder.mutate(plan))
+
+    def _taken(self, key: tuple[int, int]) -> Child | None:
+        """The child of a finished proposal; ``None`` when it made none (when every
+        operator stopped, or when faster operators exist to make the child instead)."""
+        try:
+            return self.proposals.take(key)
+        except NoChildError as exc:
+            if exc.final or self._fast:
+                return None
+            raise
 
     def _placed(self, state: RunState, cohort: int, child: Child) -> Child:
         generation = self.generation_of(state, cohort, child.parents)
         return Child(child.code, child.operator, child.description, child.parents, generation)
-
-    def choose(self, plan: ChildPlan, attempt: int, tries: Counter[str]) -> tuple[MutationOperator, list[GenomeResult]] | None:
-        """An operator (by the run's weights) and its parents, or ``None`` when no operator is left.
-
-        An operator with ``max_tries_per_child`` (the LLM: each try costs money) is not
-        drawn again for this child once it used them.
-        """
-        names = [
-            n for n in plan.operators
-            if tries[n] < getattr(self.operators[n], "max_tries_per_child", math.inf)
-        ]
-        if not names:
-            return None
-        operator = self.operators[plan.rng.choices(names, weights=[self.config.operators[n] for n in names])[0]]
-        if plan.cohort == 0:
-            return operator, [plan.pool[0]] * operator.n_parents
-        parents = select_parents(
-            list(plan.pool), operator.n_parents, plan.rng, self.config.selection, self.config.tournament_size,
-            elite_first=(attempt == 0 and plan.index == 0), children=plan.children_of, cap=self.config.children_cap,
-        )
-        return operator, parents
-
-    def mutate(self, plan: ChildPlan, first: tuple[MutationOperator, list[GenomeResult]] | None = None) -> Child:
-        """Apply operators to parents of ``plan`` until the child is new; safe to run in a thread.
-
-        Raises:
-            EngineError: no new child after ``config.mutation_attempts`` tries.
-        """
-        reasons: list[str] = []
-        tries: Counter[str] = Counter()
-        for attempt in range(self.config.mutation_attempts):
-            choice = first if attempt == 0 and first is not None else self.choose(plan, attempt, tries)
-            if choice is None:
-                reasons.append("every operator used its tries for this child")
-                break
-            operator, parents = choice
-            tries[operator.name] += 1
-            code_parents = [Parent(p.genome_id, plan.sources[p.genome_id], p.val_bpb) for p in parents]
-            result = operator.propose(code_parents, plan.rng, plan.context)
-            if result.status is not Status.OK:
-                reasons.append(f"{operator.name}: {result.reason}")
-                continue
-            try:
-                genome_files.validate(result.code)
-            except genome_files.InvalidGenomeError as exc:
-                reasons.append(f"{operator.name}: {exc}")
-                continue
-            if genome_files.normalized_sha256(result.code) in plan.seen:
-                reasons.append(f"{operator.name}: duplicate of an evaluated genome ({result.description})")
-                continue
-            ids = tuple(dict.fromkeys(p.genome_id for p in parents))
-            return Child(result.code, operator.name, result.description, ids)
-        raise EngineError(
-            f"no new child after {sum(tries.values())} attempts; last reasons: " + "; ".join(reasons[-3:])
-        )
 
     def context(self, state: RunState) -> Context:
         """What operators may learn from: every genome's verdict, and the sources of the

@@ -2,8 +2,9 @@
 
 ``FakeMessagesAPI(responder)`` serves ``POST /v1/messages``: the responder gets the
 request's JSON body and the number of requests so far and returns a :class:`Reply`
-(an answer, an HTTP error such as 529 overloaded, and an optional delay before it).
-Helpers build answers against the fake genome of ``conftest.py``.
+(an answer, an HTTP error such as 529 overloaded or 401, a malformed answer sent as is,
+and an optional delay before it). Helpers build answers against the fake genome of
+``conftest.py``, and the malformed answers a proxy or a broken API can send.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ class Reply:
     input_tokens: int = 1000
     output_tokens: int = 100
     headers: dict[str, str] = field(default_factory=dict)
+    body: str | None = None  # sent as is instead of a message (a malformed answer)
+    content_type: str = "application/json"
+    content: list[dict[str, Any]] | None = None  # the message's content blocks (default: one text block)
 
 
 def overloaded(retry_after_ms: int = 20) -> Reply:
@@ -36,7 +40,8 @@ def overloaded(retry_after_ms: int = 20) -> Reply:
 
 
 def _error_body(status: int) -> dict[str, Any]:
-    kinds = {429: "rate_limit_error", 500: "api_error", 529: "overloaded_error", 400: "invalid_request_error"}
+    kinds = {429: "rate_limit_error", 500: "api_error", 529: "overloaded_error", 400: "invalid_request_error",
+             401: "authentication_error", 403: "permission_error"}
     kind = kinds.get(status, "api_error")
     return {"type": "error", "error": {"type": kind, "message": f"fake {kind}"}}
 
@@ -69,19 +74,20 @@ class FakeMessagesAPI:
                 reply = api.responder(body, n)
                 if reply.delay_s:
                     time.sleep(reply.delay_s)
-                if reply.status == 200:
-                    payload = {
+                if reply.body is not None:
+                    data = reply.body.encode()
+                elif reply.status == 200:
+                    content = reply.content if reply.content is not None else [{"type": "text", "text": reply.text}]
+                    data = json.dumps({
                         "id": f"msg_{n}", "type": "message", "role": "assistant", "model": body.get("model", "?"),
-                        "content": [{"type": "text", "text": reply.text}], "stop_reason": reply.stop_reason,
-                        "stop_sequence": None,
+                        "content": content, "stop_reason": reply.stop_reason, "stop_sequence": None,
                         "usage": {"input_tokens": reply.input_tokens, "output_tokens": reply.output_tokens},
-                    }
+                    }).encode()
                 else:
-                    payload = _error_body(reply.status)
-                data = json.dumps(payload).encode()
+                    data = json.dumps(_error_body(reply.status)).encode()
                 try:
                     self.send_response(reply.status)
-                    self.send_header("content-type", "application/json")
+                    self.send_header("content-type", reply.content_type)
                     self.send_header("content-length", str(len(data)))
                     for key, value in reply.headers.items():
                         self.send_header(key, value)
@@ -137,3 +143,23 @@ def bad_edit() -> str:
 def smart(n_factor: Callable[[int], float] = lambda n: 0.5 + 0.07 * n) -> Callable[[dict[str, Any], int], Reply]:
     """A responder that always answers with a valid, new LR edit of whatever parent it is shown."""
     return lambda request, n: Reply(lr_edit(parent_source(request), n_factor(n)))
+
+
+# ---------------------------------------------------------------------------- malformed answers
+
+HTML_PAGE = "<!DOCTYPE html>\n<html><head><title>502 Bad Gateway</title></head><body><h1>Bad Gateway</h1></body></html>\n"
+
+# kind -> (a 200 answer that is not a usable message, the outcome recorded, words of the error)
+MALFORMED: dict[str, tuple[Reply, str, str]] = {
+    "html page": (Reply(body=HTML_PAGE, content_type="text/html"), "bad_response", "not JSON (text/html)"),
+    "not json": (Reply(body='{"id": "msg_1", "content": [', content_type="application/json"), "bad_response",
+                 "not JSON (application/json)"),
+    "empty object": (Reply(body="{}"), "bad_response", "not a message (no valid content or usage)"),
+    "no usage": (Reply(body=json.dumps({"type": "message", "content": [{"type": "text", "text": "hi"}]})),
+                 "bad_response", "no valid usage"),
+    "error object": (Reply(body=json.dumps({"type": "error", "error": {"type": "overloaded_error",
+                                                                      "message": "Overloaded"}})),
+                     "bad_response", "error object instead of a message (overloaded_error: Overloaded)"),
+    "empty content": (Reply(content=[]), "empty_answer", "the answer has no text"),
+    "empty body": (Reply(body=""), "bad_response", "not JSON"),
+}

@@ -162,3 +162,27 @@ def test_a_failed_archive_write_keeps_the_outcome_and_resume_records_it(tmp_path
     assert Counter((e.genome_id, e.seed) for e in evals if e.state is not EvalState.INTERRUPTED)[
         (lost.genome_id, lost.seed)] == 1
     assert not list((tmp_path / "archive").glob("*.pending/*.json"))
+
+
+class Messages(Recorder):
+    def __init__(self):
+        super().__init__()
+        self.messages: list[str] = []
+
+    def message(self, text):
+        self.messages.append(text)
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.01])
+def test_a_genome_that_fixes_its_own_seed_is_reported(tmp_path, fake_genome, noise):
+    """NOISE_BPB = 0: the fake genome ignores EVO_SEED, like a train.py calling
+    torch.manual_seed(42); its replicates are identical and evo says so."""
+    reporter = Messages()
+    engine, archive = _engine(tmp_path, reporter, generations=1)
+    engine.run(set_constants(fake_genome, {"NOISE_BPB": noise}))
+    seed = genome_results(archive.genomes("r"), archive.evaluations("r"))[0]
+    pinned = [m for m in reporter.messages if "fixes its own random seed" in m]
+    if noise == 0.0:
+        assert seed.ignores_seed and len(pinned) == 1 and pinned[0].startswith("g0000: evaluations with EVO_SEED 42, 43")
+    else:
+        assert not seed.ignores_seed and not pinned

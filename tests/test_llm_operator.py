@@ -11,6 +11,7 @@ from fake_messages_api import FakeMessagesAPI, Reply, bad_edit, lr_edit, overloa
 
 from evo.archive import Archive
 from evo.config import RunConfig
+from evo.llm import client as client_module
 from evo.llm.prompt import build_request
 from evo.operators.base import Context, Parent, Status
 from evo.operators.llm import LLMMutation, LLMSettings
@@ -39,9 +40,9 @@ def world(tmp_path, fake_genome):
     return archive, Parent(seed.genome_id, fake_genome, 1.7), context
 
 
-def _operator(api, archive, notes=None, **settings) -> LLMMutation:
+def _operator(api, archive, **settings) -> LLMMutation:
     operator = LLMMutation(LLMSettings(base_url=api.url, **settings))
-    operator.attach(archive, "r", (notes if notes is not None else []).append)
+    operator.attach(archive, "r")
     return operator
 
 
@@ -145,31 +146,50 @@ def test_overloaded_beyond_the_retries_is_a_failed_attempt(key, world):
     assert "529" in call.error
 
 
-def test_a_slow_answer_hits_the_timeout(key, world):
+def test_a_slow_answer_hits_the_timeout_and_retries_stop_at_the_proposals_time_limit(key, world, monkeypatch):
+    """Attempts of 0.5 s against a 3 s answer: five retries are allowed, but the proposal's
+    1.2 s limit leaves time for two attempts only."""
+    monkeypatch.setattr(client_module, "RETRY_WAIT_S", (0.05, 0.1))
     archive, _, _ = world
     started = time.monotonic()
     with FakeMessagesAPI(lambda request, n: Reply(lr_edit(parent_source(request), 0.5), delay_s=3.0)) as api:
-        result = _propose(_operator(api, archive, timeout_s=0.3, max_retries=1), world)
-    elapsed = time.monotonic() - started
+        result = _propose(_operator(api, archive, timeout_s=0.5, max_retries=5, max_wait_s=1.2), world)
+        elapsed = time.monotonic() - started
     assert result.status is Status.FAIL and result.reason.startswith("timeout")
-    assert len(api.requests) == 2 and elapsed < 3.0  # two attempts of 0.3 s and a backoff, not the slow answer
+    assert len(api.requests) == 2 and elapsed < 1.2 + 0.3  # not the slow answer, not six attempts
     (call,) = archive.llm_calls("r")
-    assert call.outcome == "timeout" and 0.6 <= call.latency_s < 3.0
+    assert call.outcome == "timeout" and 1.0 <= call.latency_s <= 1.2 + 0.3
 
 
-def test_the_budget_stops_calls_before_they_start_and_says_so_once(key, world):
+def test_the_repair_round_gets_only_the_time_left_of_the_proposal(key, world):
+    """The first answer does not apply (after 0.3 s); the repair call is cut off when the
+    proposal's 1 s is up, not after a full 0.9 s timeout of its own."""
+    archive, _, _ = world
+    replies = {1: Reply(bad_edit(), delay_s=0.3)}
+    started = time.monotonic()
+    with FakeMessagesAPI(lambda request, n: replies.get(n) or Reply(bad_edit(), delay_s=3.0)) as api:
+        result = _propose(_operator(api, archive, timeout_s=0.9, max_retries=0, max_wait_s=1.0), world)
+        elapsed = time.monotonic() - started
+    assert result.status is Status.FAIL and result.reason.startswith("timeout")
+    assert len(api.requests) == 2 and elapsed < 1.0 + 0.3
+    assert [(c.round, c.outcome) for c in archive.llm_calls("r")] == [(1, "apply_error"), (2, "timeout")]
+    assert archive.llm_calls("r")[1].latency_s < 0.9 - 0.1  # its timeout was cut to what was left
+
+
+def test_the_budget_stops_calls_before_they_start_and_the_operator_stops(key, world):
     archive, parent, context = world
-    notes: list[str] = []
     with FakeMessagesAPI(lambda request, n: Reply(lr_edit(parent_source(request), 0.5 + 0.1 * n))) as api:
-        operator = _operator(api, archive, notes, price=(10.0, 10.0), max_tokens=100)
+        operator = _operator(api, archive, price=(10.0, 10.0), max_tokens=100)
         # a call costs (1000 + 100 tokens) x $10/MTok = $0.011; a call starts only if the
         # spend plus its worst case (the prompt at 2 characters a token, 100 output tokens)
         # stays within the cap: this cap allows two calls
         worst = operator.budget.worst_case_usd(build_request(PROGRAM, parent, context).size_chars, 100)
-        operator = _operator(api, archive, notes, price=(10.0, 10.0), max_tokens=100, max_cost_usd=0.022 + worst - 0.001)
+        operator = _operator(api, archive, price=(10.0, 10.0), max_tokens=100, max_cost_usd=0.022 + worst - 0.001)
         results = [_propose(operator, world) for _ in range(5)]
     assert [r.status for r in results] == [Status.OK, Status.OK, Status.SKIP, Status.SKIP, Status.SKIP]
-    assert len(api.requests) == 2 and len(notes) == 1 and "LLM budget reached" in notes[0]
+    assert len(api.requests) == 2 and operator.stopped is not None and not operator.stopped.fatal
+    assert operator.stopped.reason.startswith("LLM budget reached: $0.0220 spent of the $")
+    assert "evo resume r --max-llm-cost" in operator.stopped.fix
     assert archive.llm_spend_usd("r") == pytest.approx(0.022)
 
 
