@@ -20,6 +20,7 @@ class Recorder:
 
     def __init__(self, interrupt_at: int | None = None):
         self.started: list[str] = []
+        self.messages: list[str] = []
         self.interrupt_at = interrupt_at
 
     def generation_started(self, generation, population):
@@ -40,7 +41,7 @@ class Recorder:
         pass
 
     def message(self, text):
-        pass
+        self.messages.append(text)
 
 
 def _engine(tmp_path, reporter, generations=3, population=3, run="r"):
@@ -164,20 +165,11 @@ def test_a_failed_archive_write_keeps_the_outcome_and_resume_records_it(tmp_path
     assert not list((tmp_path / "archive").glob("*.pending/*.json"))
 
 
-class Messages(Recorder):
-    def __init__(self):
-        super().__init__()
-        self.messages: list[str] = []
-
-    def message(self, text):
-        self.messages.append(text)
-
-
 @pytest.mark.parametrize("noise", [0.0, 0.01])
 def test_a_genome_that_fixes_its_own_seed_is_reported(tmp_path, fake_genome, noise):
     """NOISE_BPB = 0: the fake genome ignores EVO_SEED, like a train.py calling
     torch.manual_seed(42); its replicates are identical and evo says so."""
-    reporter = Messages()
+    reporter = Recorder()
     engine, archive = _engine(tmp_path, reporter, generations=1)
     engine.run(set_constants(fake_genome, {"NOISE_BPB": noise}))
     seed = genome_results(archive.genomes("r"), archive.evaluations("r"))[0]

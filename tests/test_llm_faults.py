@@ -32,17 +32,6 @@ from evo.results import genome_results
 PROGRAM_MD = Path(__file__).resolve().parents[1] / "program.md"
 
 
-class Messages(Recorder):
-    """A recorder that keeps the engine's messages."""
-
-    def __init__(self):
-        super().__init__()
-        self.messages: list[str] = []
-
-    def message(self, text):
-        self.messages.append(text)
-
-
 @pytest.fixture
 def key(monkeypatch):
     monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
@@ -55,7 +44,7 @@ def quick_backoff(monkeypatch):
 
 
 def _engine(tmp_path, api, *, population=3, generations=2, operators=None, reporter=None,
-            **llm) -> tuple[Engine, Archive, Messages]:
+            **llm) -> tuple[Engine, Archive, Recorder]:
     shutil.copy(PROGRAM_MD, tmp_path / "program.md")
     paths = Paths.for_project(add_harness(tmp_path))
     archive = Archive(paths.archive_path)
@@ -65,7 +54,7 @@ def _engine(tmp_path, api, *, population=3, generations=2, operators=None, repor
         llm_base_url=api.url, **llm,
     )
     archive.create_run(config, 1.0, tmp_path)
-    messages = Messages()
+    messages = Recorder()
     return Engine(paths, archive, config, 1.0, "cpu", reporter or messages), archive, messages
 
 
