@@ -29,6 +29,7 @@ from evo.cli_table import Column, fitted_table
 from evo.config import RunConfig
 from evo.lineage import Node, declared_best, load_nodes
 from evo.locking import Holder
+from evo.noise import noise_estimate
 from evo.records import EvaluationRecord, LLMCallRecord, RunRecord
 
 if TYPE_CHECKING:
@@ -90,8 +91,8 @@ def load_status(archive: Archive, record: RunRecord, engine: Holder | None, stat
     nodes = load_nodes(archive, record.run)
     order = ranked(nodes)
     shown = order[:top] if top else order
-    seed = next((n for n in nodes if n.operator == "seed"), None)
-    sigma = seed.val_bpb_std if seed is not None and seed.n >= 2 else None  # evo.noise.noise_sigma
+    noise = noise_estimate(nodes)  # the engine's pooled noise floor (evo.noise)
+    sigma = None if noise is None else noise.sigma
     wanted = {n.last_eval_id for n in shown if n.last_eval_id is not None}
     wanted |= {n.last_eval_id for n in nodes if n.state == "RUNNING" and n.last_eval_id is not None}
     details = {}
@@ -137,8 +138,8 @@ def status_json(view: StatusView) -> dict[str, Any]:
     Keys: ``run`` (name, created_at, profile, dataset, time_budget_s, fitness,
     population, generations, state: running / stopped / finished / failed-seed,
     engine_pid: ``None`` when no engine runs it), ``states`` (genome state -> count),
-    ``noise_floor`` (sigma, n, k, margin = k * sigma; ``None`` before the seed's
-    replicates), ``declared_best`` (genome_id, val_bpb, val_bpb_std, n), ``genomes`` in
+    ``noise_floor`` (pooled sigma, the seed's n, k, margin = k * sigma, df, genomes pooled,
+    sigma_90: its 90% interval; ``None`` before any replicate), ``declared_best`` (genome_id, val_bpb, val_bpb_std, n), ``genomes`` in
     creation order (id, rank among COMPLETE genomes, generation, parents, operator,
     description, state, failure_kind, val_bpb {mean, std, n}), ``running`` (slot,
     genome_id, attempt, elapsed_s, budget_left_s), ``llm`` (model, attempts, children,
@@ -146,6 +147,7 @@ def status_json(view: StatusView) -> dict[str, Any]:
     non-finite numbers are ``null``.
     """
     record, config, best, seed = view.record, view.config, view.best, view.seed
+    noise = noise_estimate(view.nodes)
     rank = {n.genome_id: i for i, n in enumerate((n for n in ranked(view.nodes) if n.is_complete), start=1)}
     return {
         "run": {
@@ -155,9 +157,10 @@ def status_json(view: StatusView) -> dict[str, Any]:
             "engine_pid": view.engine.pid if view.engine else None,
         },
         "states": dict(sorted(Counter(n.state for n in view.nodes).items())),
-        "noise_floor": None if view.sigma is None else {
-            "sigma": _num(view.sigma), "n": seed.n if seed else 0, "k": config.noise_k,
-            "margin": _num(config.noise_k * view.sigma),
+        "noise_floor": None if noise is None else {
+            "sigma": _num(noise.sigma), "n": seed.n if seed else 0, "k": config.noise_k,
+            "margin": _num(config.noise_k * noise.sigma), "df": noise.df, "genomes": noise.genomes,
+            "sigma_90": [_num(noise.low), _num(noise.high)],
         },
         "declared_best": None if best is None else {
             "genome_id": best.genome_id, "val_bpb": _num(best.val_bpb), "val_bpb_std": _num(best.val_bpb_std),
@@ -207,9 +210,10 @@ def header_lines(view: StatusView) -> list[str]:
     if counted:
         lines.append(f"mean wall time not spent training, per evaluation: {overhead:.1f} s")
     if view.sigma is not None:
-        seed = view.seed
-        lines.append(f"noise floor sigma {view.sigma:.6f} (seed genome, n={seed.n if seed else 0}); an improvement "
-                     f"must beat the best by > {config.noise_k:g} sigma = {config.noise_k * view.sigma:.6f}")
+        noise = noise_estimate(view.nodes)
+        lines.append(f"noise floor sigma {view.sigma:.6f} (90% {noise.low:.6f}-{noise.high:.6f}, pooled over "
+                     f"{noise.genomes} genome(s) with replicates); an improvement must beat the best by > "
+                     f"{config.noise_k:g} sigma = {config.noise_k * view.sigma:.6f}")
     llm = _llm_summary(view.llm_calls)
     if llm:
         failed = llm["failed"]

@@ -326,9 +326,8 @@ class Engine:
         if self.archive.noise_floor(self.config.run) is None:
             self.archive.record_noise_floor(self.config.run, seed.genome_id, sigma, seed.n, self.config.noise_k)
             self.reporter.message(
-                f"noise floor: sigma = {sigma:.6f} bits/byte (90% interval {noise.low:.6f}-{noise.high:.6f}; "
-                f"{seed.n} seeds of {seed.genome_id}, pooled over {noise.genomes} genome(s) with replicates, "
-                f"{noise.df} degrees of freedom; it is re-estimated from every later replicate); "
+                f"noise floor: sigma = {sigma:.6f} bits/byte from {seed.n} seeds of {seed.genome_id} "
+                f"(90% interval {noise.low:.6f}-{noise.high:.6f}; pooled with every later replicate); "
                 f"a child must beat the best by more than {self.config.noise_k:g} sigma = "
                 f"{self.config.noise_k * sigma:.6f} to count as an improvement"
             )

@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.style import Style
 
 from evo.config import RunConfig
-from evo.noise import incumbent
+from evo.noise import incumbent, noise_sigma
 from evo.records import EvalState, RunRecord
 from evo.results import PENDING
 
@@ -66,6 +66,7 @@ class Node:
     val_bpb_std: float | None
     n: int
     last_eval_id: int | None
+    ignores_seed: bool = False  # replicates with different EVO_SEED gave one value (GenomeResult.ignores_seed)
 
     @property
     def is_complete(self) -> bool:
@@ -80,11 +81,14 @@ WITH scored AS (
            coalesce(max(eval_id) FILTER (WHERE state <> 'INTERRUPTED'), max(eval_id)) AS last_id,
            count(*) FILTER (WHERE state = 'COMPLETE' AND isfinite(val_bpb)) AS n,
            min(val_bpb) FILTER (WHERE state = 'COMPLETE' AND isfinite(val_bpb)) AS single,
-           list(val_bpb ORDER BY eval_id) FILTER (WHERE state = 'COMPLETE' AND isfinite(val_bpb)) AS scores
+           list(val_bpb ORDER BY eval_id) FILTER (WHERE state = 'COMPLETE' AND isfinite(val_bpb)) AS scores,
+           count(DISTINCT seed) FILTER (WHERE state = 'COMPLETE' AND isfinite(val_bpb)) AS seeds,
+           count(DISTINCT val_bpb) FILTER (WHERE state = 'COMPLETE' AND isfinite(val_bpb)) AS distinct_scores
     FROM evaluations WHERE run = $run GROUP BY genome_id
 )
 SELECT g.genome_id, g.generation, g.operator, g.description, g.source_sha256, s.last_id, e.state, e.failure_kind,
-       coalesce(s.n, 0), s.single, CASE WHEN s.n > 1 THEN s.scores END
+       coalesce(s.n, 0), s.single, CASE WHEN s.n > 1 THEN s.scores END,
+       coalesce(s.seeds >= 2 AND s.distinct_scores = 1, false)
 FROM genomes g LEFT JOIN scored s ON s.genome_id = g.genome_id LEFT JOIN evaluations e ON e.eval_id = s.last_id
 WHERE g.run = $run ORDER BY g.seq
 """
@@ -108,23 +112,22 @@ def load_nodes(archive: Archive, run: str) -> list[Node]:
         parents.setdefault(child, []).append(parent)
     nodes = []
     for index, (genome_id, generation, operator, description, sha, last_id, state, failure_kind, n, single,
-                scores) in enumerate(rows):
+                scores, ignores_seed) in enumerate(rows):
         if n > 1:
             mean, std = statistics.fmean(scores), statistics.stdev(scores)
         else:
             mean, std = single, (0.0 if n else None)
         nodes.append(Node(genome_id, index, generation, operator, description, tuple(parents.get(genome_id, ())),
-                          sha, state if last_id is not None else PENDING, failure_kind, mean, std, n, last_id))
+                          sha, state if last_id is not None else PENDING, failure_kind, mean, std, n, last_id,
+                          bool(ignores_seed)))
     return nodes
 
 
 def declared_best(nodes: Sequence[Node], config: RunConfig) -> Node | None:
     """The run's declared best by its noise rule (:func:`evo.noise.incumbent`, which reads
-    only ``is_complete``, ``n`` and ``val_bpb``), with :func:`evo.noise.noise_sigma`'s sigma:
-    the seed genome's std over at least two COMPLETE evaluations."""
-    seed = next((node for node in nodes if node.operator == "seed"), None)
-    sigma = seed.val_bpb_std if seed is not None and seed.n >= 2 else None
-    return incumbent(nodes, sigma, config.noise_k, config.best_replicates)  # type: ignore[arg-type]
+    only ``is_complete``, ``n`` and ``val_bpb``), with the engine's pooled sigma
+    (:func:`evo.noise.noise_sigma`, which reads ``n``, ``val_bpb_std`` and ``ignores_seed``)."""
+    return incumbent(nodes, noise_sigma(nodes), config.noise_k, config.best_replicates)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------- the graph
