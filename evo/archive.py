@@ -252,16 +252,6 @@ class Archive:
             rows = con.execute("SELECT sha256, code FROM sources WHERE list_contains(?, sha256)", [list(shas)]).fetchall()
         return dict(rows)
 
-    def sources(self, run: str) -> dict[str, str]:
-        """sha256 -> code of every genome of a run, read in one query."""
-        with self._tx(read_only=True) as con:
-            rows = con.execute(
-                "SELECT DISTINCT s.sha256, s.code FROM sources s JOIN genomes g ON g.source_sha256 = s.sha256 "
-                "WHERE g.run = ?",
-                [run],
-            ).fetchall()
-        return dict(rows)
-
     def edges(self, run: str) -> list[tuple[str, str]]:
         """Lineage edges ``(parent_id, child_id)`` of a run."""
         with self._tx(read_only=True) as con:

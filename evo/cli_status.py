@@ -29,7 +29,7 @@ from evo.cli_table import Column, fitted_table
 from evo.config import RunConfig
 from evo.lineage import Node, declared_best, load_nodes
 from evo.locking import Holder
-from evo.noise import noise_estimate
+from evo.noise import NoiseEstimate, noise_estimate
 from evo.records import EvaluationRecord, LLMCallRecord, RunRecord
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ class StatusView:
     nodes: list[Node]
     shown: list[Node]
     total_ranked: int
-    sigma: float | None
+    noise: NoiseEstimate | None
     best: Node | None
     details: dict[int, EvaluationRecord]
     overhead_s: tuple[float | None, int]
@@ -91,15 +91,14 @@ def load_status(archive: Archive, record: RunRecord, engine: Holder | None, stat
     nodes = load_nodes(archive, record.run)
     order = ranked(nodes)
     shown = order[:top] if top else order
-    noise = noise_estimate(nodes)  # the engine's pooled noise floor (evo.noise)
-    sigma = None if noise is None else noise.sigma
     wanted = {n.last_eval_id for n in shown if n.last_eval_id is not None}
     wanted |= {n.last_eval_id for n in nodes if n.state == "RUNNING" and n.last_eval_id is not None}
     details = {}
     if wanted:
         details = {e.eval_id: e for e in archive.evaluations(record.run, metrics=("training_seconds",),
                                                              eval_ids=sorted(wanted))}
-    return StatusView(record, config, nodes, shown, len(order), sigma, declared_best(nodes, config), details,
+    return StatusView(record, config, nodes, shown, len(order), noise_estimate(nodes), declared_best(nodes, config),
+                      details,
                       archive.overhead_s(record.run), archive.llm_calls(record.run), engine, state,
                       dt.datetime.now(dt.timezone.utc).replace(tzinfo=None))
 
@@ -146,8 +145,7 @@ def status_json(view: StatusView) -> dict[str, Any]:
     failed by outcome, tokens, spend_usd; ``None`` without calls). Times are UTC ISO 8601;
     non-finite numbers are ``null``.
     """
-    record, config, best, seed = view.record, view.config, view.best, view.seed
-    noise = noise_estimate(view.nodes)
+    record, config, best, seed, noise = view.record, view.config, view.best, view.seed, view.noise
     rank = {n.genome_id: i for i, n in enumerate((n for n in ranked(view.nodes) if n.is_complete), start=1)}
     return {
         "run": {
@@ -209,11 +207,11 @@ def header_lines(view: StatusView) -> list[str]:
     overhead, counted = view.overhead_s
     if counted:
         lines.append(f"mean wall time not spent training, per evaluation: {overhead:.1f} s")
-    if view.sigma is not None:
-        noise = noise_estimate(view.nodes)
-        lines.append(f"noise floor sigma {view.sigma:.6f} (90% {noise.low:.6f}-{noise.high:.6f}, pooled over "
+    noise = view.noise
+    if noise is not None:
+        lines.append(f"noise floor sigma {noise.sigma:.6f} (90% {noise.low:.6f}-{noise.high:.6f}, pooled over "
                      f"{noise.genomes} genome(s) with replicates); an improvement must beat the best by > "
-                     f"{config.noise_k:g} sigma = {config.noise_k * view.sigma:.6f}")
+                     f"{config.noise_k:g} sigma = {config.noise_k * noise.sigma:.6f}")
     llm = _llm_summary(view.llm_calls)
     if llm:
         failed = llm["failed"]

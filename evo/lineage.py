@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.style import Style
 
 from evo.config import RunConfig
-from evo.noise import incumbent, noise_sigma
+from evo.noise import declared_best as noise_declared_best
 from evo.records import EvalState, RunRecord
 from evo.results import PENDING
 
@@ -124,10 +124,10 @@ def load_nodes(archive: Archive, run: str) -> list[Node]:
 
 
 def declared_best(nodes: Sequence[Node], config: RunConfig) -> Node | None:
-    """The run's declared best by its noise rule (:func:`evo.noise.incumbent`, which reads
-    only ``is_complete``, ``n`` and ``val_bpb``), with the engine's pooled sigma
-    (:func:`evo.noise.noise_sigma`, which reads ``n``, ``val_bpb_std`` and ``ignores_seed``)."""
-    return incumbent(nodes, noise_sigma(nodes), config.noise_k, config.best_replicates)  # type: ignore[arg-type]
+    """The run's declared best: the engine's rule, :func:`evo.noise.declared_best` (it reads
+    only ``is_complete``, ``n``, ``val_bpb``, ``val_bpb_std`` and ``ignores_seed``, which a
+    :class:`Node` has)."""
+    return noise_declared_best(nodes, config)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------- the graph

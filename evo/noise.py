@@ -36,11 +36,6 @@ from evo.results import GenomeResult
 _Z90 = statistics.NormalDist().inv_cdf(0.95)  # two-sided 90% interval
 
 
-def seed_result(results: Sequence[GenomeResult]) -> GenomeResult | None:
-    """The run's seed genome (operator ``seed``), if recorded."""
-    return next((r for r in results if r.genome.operator == "seed"), None)
-
-
 @dataclass(frozen=True)
 class NoiseEstimate:
     """The pooled noise floor.

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 from evo.archive import Archive
 from evo.noise import NoiseEstimate, incumbent, pooled_estimate, pooled_term
-from evo.records import EvalState, EvaluationRecord, GenomeRecord
+from evo.records import EvaluationRecord, GenomeRecord
 from evo.results import GenomeResult, genome_result
 
 SOURCE_CACHE_SIZE = 2048  # sources kept in memory (~20 KB each for the seed: ~40 MB)
@@ -185,10 +185,6 @@ class RunState:
 
     def source(self, genome: GenomeRecord) -> str:
         return self.sources.get(genome.source_sha256)
-
-    def running(self) -> list[GenomeResult]:
-        """Genomes with an evaluation RUNNING."""
-        return [r for r in self.unfinished() if r.state == EvalState.RUNNING.value]
 
     def unfinished(self) -> list[GenomeResult]:
         """Genomes not evaluated to an end (PENDING, RUNNING, INTERRUPTED), in birth order."""
