@@ -33,8 +33,6 @@ from dataclasses import dataclass
 from evo.config import RunConfig
 from evo.results import GenomeResult
 
-_Z90 = statistics.NormalDist().inv_cdf(0.95)  # two-sided 90% interval
-
 
 @dataclass(frozen=True)
 class NoiseEstimate:
@@ -65,21 +63,31 @@ def pooled_term(result: GenomeResult) -> tuple[float, int] | None:
 def pooled_estimate(terms: Iterable[tuple[float, int]]) -> NoiseEstimate | None:
     """The :class:`NoiseEstimate` of some :func:`pooled_term` values (``None`` for none).
 
-    The chi-square quantiles use the Wilson-Hilferty approximation (Wilson & Hilferty
-    1931): ``chi2_p(k) ~ k (1 - 2/(9k) + z_p sqrt(2/(9k)))^3``.
+    The chi-square quantiles are exact for 1 and 2 degrees of freedom and use the
+    Wilson-Hilferty approximation (Wilson & Hilferty 1931) from 3 on:
+    ``chi2_p(k) ~ k (1 - 2/(9k) + z_p sqrt(2/(9k)))^3``.
     """
     terms = list(terms)
     if not terms:
         return None
     df = sum(k for _, k in terms)
     variance = math.fsum(ss for ss, _ in terms) / df
-    z = _Z90
-
-    def chi2(zp: float) -> float:
-        return max(1e-12, df * (1 - 2 / (9 * df) + zp * math.sqrt(2 / (9 * df))) ** 3)
-
-    low, high = math.sqrt(df * variance / chi2(z)), math.sqrt(df * variance / chi2(-z))
+    low = math.sqrt(df * variance / chi2_quantile(0.95, df))
+    high = math.sqrt(df * variance / chi2_quantile(0.05, df))
     return NoiseEstimate(math.sqrt(variance), df, len(terms), low, high)
+
+
+def chi2_quantile(p: float, df: int) -> float:
+    """The ``p`` quantile of the chi-square distribution with ``df`` >= 1 degrees of freedom:
+    exact for 1 (a squared standard normal) and 2 (an exponential of mean 2), Wilson-Hilferty
+    beyond (relative error at the 5% quantile: 7% at 3, 1.5% at 5, 0.2% at 10; less at the 95%)."""
+    normal = statistics.NormalDist()
+    if df == 1:
+        return normal.inv_cdf((1 + p) / 2) ** 2
+    if df == 2:
+        return -2 * math.log(1 - p)
+    z = normal.inv_cdf(p)
+    return df * (1 - 2 / (9 * df) + z * math.sqrt(2 / (9 * df))) ** 3
 
 
 def noise_estimate(results: Sequence[GenomeResult]) -> NoiseEstimate | None:

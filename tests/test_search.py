@@ -81,6 +81,18 @@ def test_sigma_is_pooled_over_every_genome_with_replicates():
     assert many.high - many.low < (noise_estimate([seed]).high - noise_estimate([seed]).low) / 3
     assert noise_estimate([single]) is None
 
+
+@pytest.mark.parametrize("df, q05, q95", [(1, 0.003932, 3.841459), (2, 0.102587, 5.991465), (3, 0.351846, 7.814728),
+                                          (5, 1.145476, 11.070498), (10, 3.940299, 18.307038)])
+def test_chi_square_quantiles_of_the_noise_interval(df, q05, q95):
+    """Table values (scipy.stats.chi2.ppf): exact at 1 and 2 degrees of freedom, where the
+    approximation alone made the interval of one replicate pair absurd (sigma up to 41)."""
+    from evo.noise import chi2_quantile
+
+    tolerance = 1e-3 if df <= 2 else (0.07 if df == 3 else 0.02)
+    assert chi2_quantile(0.05, df) == pytest.approx(q05, rel=tolerance)
+    assert chi2_quantile(0.95, df) == pytest.approx(q95, rel=tolerance)
+
 def test_noise_only_change_is_not_an_improvement_but_a_real_one_is(tmp_path, fake_genome):
     noisy = set_constants(fake_genome, {"NOISE_BPB": 0.01})
     config = RunConfig(run="n", profile="cpu", population=1, generations=1, operators={"hyperparam": 1.0})
