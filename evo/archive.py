@@ -95,6 +95,19 @@ class Archive:
         with self._db.tx(read_only) as con:
             yield con
 
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """Within the block, every read of a read-only archive uses one connection: one open
+        instead of one per method call, and one consistent view of the file (for a command
+        that reads several things, such as ``evo status``). Another process's writes wait
+        until the block ends, so keep it short.
+
+        Raises:
+            ArchiveError: the archive is not read-only.
+        """
+        with self._db.reading():
+            yield
+
     # ------------------------------------------------------------------ runs
 
     def create_run(

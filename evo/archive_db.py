@@ -2,7 +2,10 @@
 
 :class:`Connector` is the only place that calls ``duckdb.connect``. It opens a connection
 per transaction and closes it at once (DuckDB lets one process hold a file for writing
-and then nobody else can read it), retrying while another process holds the file.
+and then nobody else can read it), retrying while another process holds the file. A
+command that reads several things at once (``evo status``) can serve them all from one
+read-only connection (:meth:`Connector.reading`): one open instead of one per read, and
+one consistent view.
 
 Read-only connectors (``evo status``, ``lineage``, ``export``, ``plot``, ``show``,
 ``runs``) open the file with DuckDB's ``read_only=True``: they work on a read-only file
@@ -178,6 +181,7 @@ class Connector:
         self.read_only = read_only
         self._lock = threading.RLock()
         self._checked = False  # the file was opened once: readable, and its schema current
+        self._shared: duckdb.DuckDBPyConnection | None = None  # the connection of reading(), while it lasts
 
     def create_schema(self) -> None:
         """Create or upgrade the tables (read-write connectors only)."""
@@ -185,11 +189,41 @@ class Connector:
             con.execute(SCHEMA)
 
     @contextmanager
+    def reading(self) -> Iterator[None]:
+        """Serve every read-only :meth:`tx` of this thread from one connection until the block
+        ends (other threads wait for it). For read-only connectors only: a writer must not
+        hold the file between its transactions.
+
+        Raises:
+            ArchiveError: a read-write connector.
+        """
+        if not self.read_only:
+            raise ArchiveError("reading() serves read-only archives (a writer's connections stay short)")
+        with self._lock:
+            if self._shared is not None:  # nested: the outer block's connection serves
+                yield
+                return
+            self._shared = self._open(True)
+            try:
+                yield
+            finally:
+                con, self._shared = self._shared, None
+                con.close()
+
+    @contextmanager
     def tx(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         """A connection for one unit of work; a write runs in one transaction, committed on exit."""
         if self.read_only and not read_only:
             raise ArchiveError(f"archive {self.path} is open read-only; this command does not write it")
         with self._lock:
+            if self._shared is not None:
+                try:
+                    yield self._shared
+                except BaseException as exc:
+                    if self._unreadable(exc):
+                        raise self._damaged(exc) from exc
+                    raise
+                return
             con = self._open(read_only or self.read_only)
             try:
                 if not read_only:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from evo.locking import Holder
     from evo.records import RunRecord
     from evo.results import GenomeResult
+    from evo.run_index import RunSummary
 
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 2, 130
 
@@ -72,11 +73,14 @@ def open_archive(project: Paths, read_only: bool = True) -> Archive:
     return Archive(project.archive_path, read_only=read_only)
 
 
-def resolve_run(archive: Archive, name: str | None) -> RunRecord:
+def resolve_run(archive: Archive, name: str | None, summaries: Sequence[RunSummary] | None = None) -> RunRecord:
     """The run named ``name``, or the default run (:func:`evo.run_index.default_run`).
 
     When the default skips newer runs (none of which has a scored child yet), a note on
     stderr names them.
+
+    Args:
+        summaries: ``archive.run_summaries()`` when the caller has read them already.
 
     Raises:
         ArchiveError: no run of that name, or no run at all.
@@ -85,8 +89,10 @@ def resolve_run(archive: Archive, name: str | None) -> RunRecord:
     from evo.run_index import default_run
 
     if name:
-        return archive.get_run(name)
-    summaries = archive.run_summaries()
+        named = next((s for s in summaries if s.run == name), None) if summaries is not None else None
+        return named.record if named is not None else archive.get_run(name)
+    if summaries is None:
+        summaries = archive.run_summaries()
     chosen = default_run(summaries)
     if chosen is None:
         raise ArchiveError(f"no runs in {archive.path}; start one with `evo start`")

@@ -16,10 +16,12 @@ and whole descriptions, however long the lines get. ``--json`` prints one JSON o
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -72,11 +74,15 @@ class StatusView:
         return self.details.get(node.last_eval_id) if node.last_eval_id is not None else None
 
 
-def ranked(nodes: Sequence[Node]) -> list[Node]:
+def ranked(nodes: Sequence[Node], top: int = 0) -> list[Node]:
     """COMPLETE genomes by val_bpb (best first, ties by age), then the rest in creation order
-    (the order of :func:`evo.results.ranked`)."""
-    complete = sorted((n for n in nodes if n.is_complete), key=lambda n: (n.val_bpb, n.index))
-    return complete + [n for n in nodes if not n.is_complete]
+    (the order of :func:`evo.results.ranked`); with ``top`` > 0, only its first ``top``."""
+    complete = [n for n in nodes if n.val_bpb is not None]
+    key = attrgetter("val_bpb", "index")
+    if 0 < top < len(complete):
+        return heapq.nsmallest(top, complete, key=key)
+    rest = [n for n in nodes if n.val_bpb is None]
+    return (sorted(complete, key=key) + rest)[:top or None]
 
 
 def load_status(archive: Archive, record: RunRecord, engine: Holder | None, state: str, top: int = 30) -> StatusView:
@@ -89,15 +95,14 @@ def load_status(archive: Archive, record: RunRecord, engine: Holder | None, stat
     """
     config = RunConfig.from_json(record.config_json)
     nodes = load_nodes(archive, record.run)
-    order = ranked(nodes)
-    shown = order[:top] if top else order
+    shown = ranked(nodes, top)
     wanted = {n.last_eval_id for n in shown if n.last_eval_id is not None}
     wanted |= {n.last_eval_id for n in nodes if n.state == "RUNNING" and n.last_eval_id is not None}
     details = {}
     if wanted:
         details = {e.eval_id: e for e in archive.evaluations(record.run, metrics=("training_seconds",),
                                                              eval_ids=sorted(wanted))}
-    return StatusView(record, config, nodes, shown, len(order), noise_estimate(nodes), declared_best(nodes, config),
+    return StatusView(record, config, nodes, shown, len(nodes), noise_estimate(nodes), declared_best(nodes, config),
                       details,
                       archive.overhead_s(record.run), archive.llm_calls(record.run), engine, state,
                       dt.datetime.now(dt.timezone.utc).replace(tzinfo=None))
@@ -113,8 +118,8 @@ def _running(view: StatusView) -> list[tuple[Node, EvaluationRecord, float, floa
     """(genome, evaluation, seconds running, seconds of training budget left) per running evaluation."""
     out = []
     for node in view.nodes:
-        last = view.last(node)
-        if node.state == "RUNNING" and last is not None:
+        last = view.last(node) if node.state == "RUNNING" else None
+        if last is not None:
             elapsed = (view.now - last.started_at).total_seconds() if last.started_at else 0.0
             out.append((node, last, elapsed, max(0.0, view.record.time_budget_s - elapsed)))
     return out

@@ -39,10 +39,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         raise ValueError(f"--top takes a number of rows >= 0 (0: all), got {args.top}")
     project = paths(args)
     archive = open_archive(project)
-    record = resolve_run(archive, args.run)
-    engine = engine_of(project, record.run)
-    summary = next(s for s in archive.run_summaries() if s.run == record.run)
-    view = load_status(archive, record, engine, run_state(summary, engine is not None), top=args.top)
+    with archive.reading():  # one connection and one consistent view for every read below
+        summaries = archive.run_summaries()
+        record = resolve_run(archive, args.run, summaries)
+        engine = engine_of(project, record.run)
+        summary = next(s for s in summaries if s.run == record.run)
+        view = load_status(archive, record, engine, run_state(summary, engine is not None), top=args.top)
     if args.json:
         sys.stdout.write(json.dumps(status_json(view), indent=1, allow_nan=False) + "\n")
         return EXIT_OK

@@ -111,6 +111,28 @@ def test_run_summaries_count_what_evo_runs_shows(archive, tmp_path):
     assert (r2.run, r2.genomes, r2.evaluations, r2.best_val_bpb) == ("r2", 0, 0, None)
 
 
+def test_reading_serves_a_commands_reads_from_one_connection(archive, tmp_path, monkeypatch):
+    import duckdb
+
+    from evo import archive_db
+
+    archive.add_genome("r1", 0, "seed", "seed genome", "X = 1\n")
+    reader = Archive(archive.path, read_only=True)
+    reader.get_run("r1")  # the first open checks the file (a connection of its own)
+    opened, connect = [], duckdb.connect
+    monkeypatch.setattr(archive_db.duckdb, "connect", lambda *a, **k: opened.append(a) or connect(*a, **k))
+    with reader.reading():
+        assert [s.run for s in reader.run_summaries()] == ["r1"]
+        assert reader.genome("r1", "g0000").operator == "seed" and reader.evaluations("r1") == []
+        with reader.reading():  # nested: the same connection
+            assert reader.get_run("r1").profile == "smoke"
+    assert len(opened) == 1
+    reader.get_run("r1")  # after the block, a connection per call again
+    assert len(opened) == 2
+    with pytest.raises(ArchiveError, match="read-only"), archive.reading():
+        pass
+
+
 def test_a_read_only_archive_needs_its_file_and_creates_nothing(tmp_path):
     with pytest.raises(ArchiveError, match="no archive"):
         Archive(tmp_path / "none" / "evo.duckdb", read_only=True).list_runs()
