@@ -53,20 +53,30 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
+    from evo.config import RunConfig
+    from evo.lineage import load_nodes
     from evo.locking import running_engines
+    from evo.noise import declared_best
     from evo.run_index import default_run, run_state
 
     project = paths(args)
     archive = open_archive(project)
-    summaries = archive.run_summaries()
+    with archive.reading():
+        summaries = archive.run_summaries()
+        # each run's declared best by its own rule, as evo status, lineage and export name it
+        bests = {s.run: declared_best(load_nodes(archive, s.run), RunConfig.from_json(s.record.config_json))
+                 for s in summaries}
     engines = {h.run: h for h in running_engines(project.archive_path)}
     default = default_run(summaries)
     rows = []
     for s in summaries:
         holder = engines.get(s.run)
+        best = bests[s.run]
         rows.append({
             "name": s.run, "created_at": s.record.created_at.isoformat(timespec="seconds"), "profile": s.record.profile,
-            "genomes": s.genomes, "evaluations": s.evaluations, "best_val_bpb": s.best_val_bpb,
+            "genomes": s.genomes, "evaluations": s.evaluations,
+            "best_genome": best.genome_id if best is not None else None,
+            "best_val_bpb": best.val_bpb if best is not None else None,
             "state": run_state(s, holder is not None), "engine_pid": holder.pid if holder else None,
             "default": default is not None and s.run == default.run,
         })
@@ -82,6 +92,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         Column("profile", [r["profile"] for r in rows], 3),
         Column("genomes", [str(r["genomes"]) for r in rows], right=True),
         Column("evals", [str(r["evaluations"]) for r in rows], 1, right=True),
+        Column("best", [r["best_genome"] or "-" for r in rows], 4),
         Column("best bpb", [f"{r['best_val_bpb']:.6f}" if r["best_val_bpb"] is not None else "-" for r in rows],
                right=True),
         Column("state", [r["state"] + (f" (pid {r['engine_pid']})" if r["engine_pid"] else "") for r in rows]),

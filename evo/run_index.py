@@ -42,8 +42,6 @@ class RunSummary:
         running: evaluations recorded RUNNING (an engine is at work, or died before it
             could mark them; the run's lock tells the two apart).
         unfinished: genomes without an evaluation that counts.
-        best_val_bpb: the lowest mean val_bpb over a genome's COMPLETE evaluations (not the
-            noise-aware declared best, which needs replicates; see ``evo status``).
         seed_complete, seed_failed: COMPLETE and FAIL/TIMEOUT evaluations of the seed genome.
         child_complete: COMPLETE evaluations of genomes other than the seed.
     """
@@ -53,7 +51,6 @@ class RunSummary:
     evaluations: int
     running: int
     unfinished: int
-    best_val_bpb: float | None
     seed_complete: int
     seed_failed: int
     child_complete: int
@@ -79,11 +76,6 @@ e AS (
     FROM evaluations e JOIN genomes g ON g.run = e.run AND g.genome_id = e.genome_id
     GROUP BY e.run
 ),
-means AS (
-    SELECT run, genome_id, AVG(val_bpb) AS mean FROM evaluations
-    WHERE state = 'COMPLETE' AND isfinite(val_bpb) GROUP BY run, genome_id
-),
-b AS (SELECT run, MIN(mean) AS best FROM means GROUP BY run),
 counted AS (SELECT DISTINCT run, genome_id FROM evaluations WHERE state IN {_COUNTED}),
 u AS (
     SELECT g.run, COUNT(*) AS unfinished FROM genomes g
@@ -92,9 +84,9 @@ u AS (
 )
 SELECT {", ".join(f"r.{c}" for c in run_columns)},
     COALESCE(g.genomes, 0), COALESCE(e.evaluations, 0), COALESCE(e.running, 0), COALESCE(u.unfinished, 0),
-    b.best, COALESCE(e.seed_complete, 0), COALESCE(e.seed_failed, 0), COALESCE(e.child_complete, 0)
+    COALESCE(e.seed_complete, 0), COALESCE(e.seed_failed, 0), COALESCE(e.child_complete, 0)
 FROM runs r
-LEFT JOIN g ON g.run = r.run LEFT JOIN e ON e.run = r.run LEFT JOIN b ON b.run = r.run LEFT JOIN u ON u.run = r.run
+LEFT JOIN g ON g.run = r.run LEFT JOIN e ON e.run = r.run LEFT JOIN u ON u.run = r.run
 ORDER BY r.created_at, r.run
 """
 

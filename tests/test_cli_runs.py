@@ -72,11 +72,32 @@ def test_runs_lists_every_run_with_counts_and_state(project, capsys):
     assert {n: r["state"] for n, r in rows.items()} == {
         "good": "finished", "broken": "failed-seed", "open": "stopped", "live": "running"}
     assert rows["live"]["engine_pid"] == os.getpid() and rows["open"]["engine_pid"] is None
-    assert (rows["good"]["genomes"], rows["good"]["evaluations"], rows["good"]["best_val_bpb"]) == (2, 2, 1.9)
+    # the declared best: children evaluated once cannot displace the seed (best_replicates 2)
+    assert (rows["good"]["genomes"], rows["good"]["evaluations"]) == (2, 2)
+    assert (rows["good"]["best_genome"], rows["good"]["best_val_bpb"]) == ("g0000", 2.0)
     assert (rows["broken"]["genomes"], rows["broken"]["evaluations"], rows["broken"]["best_val_bpb"]) == (1, 1, None)
-    assert rows["open"]["best_val_bpb"] == pytest.approx(1.89)
+    assert (rows["open"]["best_genome"], rows["open"]["best_val_bpb"]) == ("g0000", 2.0)
     assert rows["live"]["default"] and not any(r["default"] for n, r in rows.items() if n != "live")
     assert "live *" in out and "failed-seed" in out and f"running (pid {os.getpid()})" in out
+
+
+def test_the_best_of_evo_runs_is_the_declared_best_not_the_lowest_reading(tmp_path, capsys):
+    """A child with the lowest single reading, evaluated once, is not the declared best (it
+    needs best_replicates readings): evo runs names the same best as evo status."""
+    archive = Archive(tmp_path / "archive" / "evo.duckdb")
+    seed, lucky = add_run(archive, tmp_path, "r", children=1, best_replicates=2)  # seed 2.0, child 1.9 (n=1)
+    ev = archive.start_evaluation("r", seed, 43, "cpu", tmp_path / "r-seed-2.log")
+    archive.finish_evaluation(ev.eval_id, _complete(2.02))  # a replicate of the seed: mean 2.01, n=2
+    assert main(["runs", "--project", str(tmp_path), "--json"]) == 0
+    (row,) = _json(capsys)
+    assert main(["status", "--project", str(tmp_path), "--json"]) == 0
+    declared = _json(capsys)["declared_best"]
+    assert declared["genome_id"] == seed != lucky
+    assert (row["best_genome"], row["best_val_bpb"]) == (seed, pytest.approx(2.01)) == (
+        declared["genome_id"], pytest.approx(declared["val_bpb"]))
+    assert main(["runs", "--project", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "g0000" in out and "2.010000" in out and "1.900000" not in out
 
 
 def test_the_default_run_skips_newer_runs_that_never_got_past_their_seed(project, capsys):
@@ -138,7 +159,7 @@ def test_the_runs_table_keeps_names_and_numbers_whole_at_80_columns(tmp_path, ca
     lines = out.splitlines()
     for name in names:
         (line,) = [line for line in lines if name in line]  # whole, on one line
-        assert "1.880000" in line and "stopped" in line
+        assert "2.000000" in line and "stopped" in line  # the declared best: the seed
 
 
 def test_the_gpu_profile_trains_on_real_data_by_default():
