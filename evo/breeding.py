@@ -10,11 +10,11 @@ says so in one line, waits with exponential backoff and jitter (``RETRY_WAIT_S``
 Architecture Blog) and tries again.
 
 An operator can stop for the rest of the run (its ``stopped`` attribute: the LLM budget is
-spent, or the API refused the key). It is then never drawn, and :meth:`Breeder.check_stops`
-says so once, with what follows: the run goes on with the other operators; when none is
-left no child is born any more, and the run ends after the evaluations under way and due
-(a spent budget) or stops with an :class:`EngineError` once the running evaluations are
-recorded (a refused key).
+spent, the API refused the key or does not know the model). It is then never drawn, and
+:meth:`Breeder.check_stops` says so once, with what follows: the run goes on with the other
+operators; when none is left no child is born any more, and the run ends after the
+evaluations under way and due (a spent budget) or stops with an :class:`EngineError` once
+the running evaluations are recorded (a refused key, an unknown model: errors of the setup).
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ class Stop(Protocol):
 
     reason: str  # what happened, one line
     fix: str  # what the user can do to use the operator again
-    fatal: bool  # an error of the user's setup (a refused key) rather than a limit reached
+    fatal: bool  # an error of the user's setup (a refused key, an unknown model) rather than a limit reached
 
 
 def stopped(operator: MutationOperator) -> Stop | None:

@@ -41,9 +41,15 @@ def overloaded(retry_after_ms: int = 20) -> Reply:
 
 def _error_body(status: int) -> dict[str, Any]:
     kinds = {429: "rate_limit_error", 500: "api_error", 529: "overloaded_error", 400: "invalid_request_error",
-             401: "authentication_error", 403: "permission_error"}
+             401: "authentication_error", 403: "permission_error", 404: "not_found_error"}
     kind = kinds.get(status, "api_error")
     return {"type": "error", "error": {"type": kind, "message": f"fake {kind}"}}
+
+
+def unknown_model(request: dict[str, Any], n: int) -> Reply:
+    """The API's answer to a model name it does not serve: 404 not_found_error naming it."""
+    body = {"type": "error", "error": {"type": "not_found_error", "message": f"model: {request.get('model')}"}}
+    return Reply(status=404, body=json.dumps(body))
 
 
 class FakeMessagesAPI:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import add_harness
-from fake_messages_api import HTML_PAGE, MALFORMED, FakeMessagesAPI, Reply, overloaded, smart
+from fake_messages_api import HTML_PAGE, MALFORMED, FakeMessagesAPI, Reply, overloaded, smart, unknown_model
 from rich.console import Console
 from test_engine import Recorder
 
@@ -153,6 +153,40 @@ def test_a_refused_key_in_a_mixed_run_turns_the_llm_off_and_the_run_goes_on(key,
     assert len(api.requests) <= 4  # those in flight when the first refusal came, then none
     said = [m for m in messages.messages if "refused the API key" in m]
     assert len(said) == 1 and "the run continues with the other operators" in said[0]
+
+
+def test_an_llm_only_run_with_an_unknown_model_stops_with_one_line_naming_it(key, quick_backoff, tmp_path,
+                                                                             fake_genome):
+    """A wrong model name (HTTP 404 not_found_error) is an error of the setup, like a refused
+    key: the LLM operator stops at once (no retries, no asking again with backoff), and a
+    run with no other operator stops with one line naming the model."""
+
+    def responder(request, n):  # past 8 asks a refused key ends what would otherwise retry forever
+        return unknown_model(request, n) if n <= 8 else Reply(status=401)
+
+    with FakeMessagesAPI(responder) as api:
+        engine, archive, messages = _engine(tmp_path, api, operators={"llm": 1.0}, llm_model="claude-nonexistent-9",
+                                            llm_price=(1.0, 1.0))
+        with pytest.raises(EngineError, match=r"does not know the model 'claude-nonexistent-9'") as error:
+            engine.run(fake_genome)
+    text = str(error.value)
+    assert "\n" not in text and "not_found_error" in text and "--llm-model" in text and "only operator" in text
+    assert not any("trying again in" in m for m in messages.messages)
+    results = _results(archive)
+    assert len(results) == 1 and results[0].is_complete  # the seed's evaluation is kept
+    calls = archive.llm_calls("r")
+    assert calls and {c.outcome for c in calls} == {"not_found"} and len(calls) == len(api.requests) <= 4
+    assert all(r["model"] == "claude-nonexistent-9" for r in api.requests)
+
+
+def test_an_unknown_model_in_a_mixed_run_turns_the_llm_off_and_the_run_goes_on(key, tmp_path, fake_genome):
+    with FakeMessagesAPI(unknown_model) as api:
+        engine, archive, messages = _engine(tmp_path, api, population=3, generations=2, llm_model="claude-nope",
+                                            llm_price=(1.0, 1.0))
+        engine.run(fake_genome)
+    assert len(_results(archive)) == 6 and len(api.requests) <= 4
+    said = [m for m in messages.messages if "does not know the model" in m]
+    assert len(said) == 1 and "'claude-nope'" in said[0] and "continues with the other operators" in said[0]
 
 
 def test_the_budget_waits_for_calls_in_flight_and_refuses_a_call_that_can_never_fit():

@@ -12,7 +12,8 @@ own retries are off so that this bound holds.
 The answer is checked here, not trusted to the SDK's lenient parsing: a body that is not
 JSON (an HTML page from a proxy), JSON that is not a message (``{}``, no ``content`` or
 ``usage``) and a 200 carrying an error object are each an :class:`LLMCallError` of kind
-``bad_response`` with a short description; a refused key (401, 403) is kind ``auth``.
+``bad_response`` with a short description; a refused key (401, 403) is kind ``auth``, and
+a 404 (an unknown model, or an address that is not the Messages API) kind ``not_found``.
 What is left after the retries is an :class:`LLMCallError` too: a call never raises
 anything else for what the server sends.
 
@@ -72,8 +73,9 @@ class LLMCallError(Exception):
 
     Attributes:
         kind: ``timeout``, ``rate_limited``, ``overloaded``, ``server_error``,
-            ``connection_error``, ``auth`` (the key was refused: 401, 403),
-            ``bad_response`` (a malformed answer) or ``api_error`` (another 4xx).
+            ``connection_error``, ``auth`` (the key was refused: 401, 403), ``not_found``
+            (404: no such model, or no Messages API at that address), ``bad_response``
+            (a malformed answer) or ``api_error`` (another 4xx).
         latency_s: wall seconds spent, retries included.
         input_tokens, output_tokens: what the answer says was billed (0 when it does not say).
     """
@@ -109,6 +111,8 @@ def _kind(exc: anthropic.AnthropicError) -> str:
     status = getattr(exc, "status_code", None)
     if status in (401, 403):
         return "auth"
+    if status == 404:
+        return "not_found"
     if status == 429:
         return "rate_limited"
     if status == 529:

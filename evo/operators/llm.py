@@ -13,10 +13,10 @@ so a child never waits longer than that for the LLM. A child asks once
 (``max_tries_per_child``); the scheduler then uses another operator, or in an LLM-only
 run tries again later with backoff (:mod:`evo.scheduler`).
 
-Two things end the operator's part in a run, seen in :attr:`LLMMutation.stopped`: the
-run's budget (``max_llm_cost_usd``) cannot pay for another call, or the API refused the
-key (401, 403). It then skips without calling; the scheduler says what that means for
-the run. The parts live in :mod:`evo.llm`.
+Three things end the operator's part in a run, seen in :attr:`LLMMutation.stopped`: the
+run's budget (``max_llm_cost_usd``) cannot pay for another call, the API refused the key
+(401, 403), or it does not know the model (404: a wrong ``--llm-model``). It then skips
+without calling; the scheduler says what that means for the run. The parts live in :mod:`evo.llm`.
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ class Stopped:
     Attributes:
         reason: what happened, one line (e.g. ``LLM budget reached: $0.0493 spent of the $0.05 cap``).
         fix: what the user can do to use the operator again.
-        fatal: an error of the user's setup (a refused key) rather than a limit reached.
+        fatal: an error of the user's setup (a refused key, an unknown model) rather than a limit reached.
     """
 
     reason: str
@@ -250,6 +250,15 @@ class LLMMutation:
                     fatal=True,
                 ))
                 return OperatorResult.skip(f"auth: {exc}")
+            if exc.kind == "not_found":  # a wrong model name (or address): no retry can help
+                where = f" at {self.settings.base_url}" if self.settings.base_url else ""
+                self._stop(Stopped(
+                    f"the Messages API{where} does not know the model {self.settings.model!r} ({exc})",
+                    f"run {self._run or 'RUN'} keeps its model: start a new run with --llm-model set to a model the "
+                    "API serves (and check --llm-base-url)",
+                    fatal=True,
+                ))
+                return OperatorResult.skip(f"not_found: {exc}")
             return OperatorResult.fail(f"{exc.kind}: {exc}")
         finally:
             self.budget.settle(reservation, cost_usd)
