@@ -26,6 +26,7 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 
 import duckdb
@@ -141,6 +142,11 @@ class ArchiveLockedError(ArchiveError):
 
 class ArchiveDamagedError(ArchiveError):
     """DuckDB cannot read the archive file (truncated, overwritten, or from a newer DuckDB)."""
+
+
+def utcnow() -> datetime:
+    """Now in UTC, naive (the archive's TIMESTAMP columns hold UTC)."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 def _is_lock_error(exc: BaseException) -> bool:
