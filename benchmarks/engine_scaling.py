@@ -233,7 +233,7 @@ def build_archive(path: Path, project: Path, size: int, args: argparse.Namespace
             con.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM data")
             con.unregister("data")
         con.execute("INSERT INTO noise_floor VALUES (?, 'g0000', ?, 3, ?, ?)",
-                    [RUN, statistics.stdev(seed_scores), config.noise_k, now])
+                    [RUN, statistics.stdev(seed_scores), 0.0, now])
         con.execute("COMMIT")
         # start_evaluation takes ids from this sequence: past the inserted ones
         con.execute(f"CREATE OR REPLACE SEQUENCE evaluation_ids START {clock + 1}")

@@ -78,10 +78,10 @@ def method_config(method: str, run: str, args: argparse.Namespace, seed: int) ->
         return RunConfig(**common, population=args.population)
     if method == "greedy":
         return RunConfig(**common, population=1, operators={"hyperparam": 0.5, "optuna": 0.3},
-                         noise_replicates=1, best_replicates=1, noise_k=0.0)
+                         noise_replicates=1, best_replicates=1)
     if method == "random":
         return RunConfig(**common, population=args.evaluations, generations=1, operators={"hyperparam": 1.0},
-                         noise_replicates=1, best_replicates=1, noise_k=0.0)
+                         noise_replicates=1, best_replicates=1)
     raise ValueError(method)
 
 

@@ -86,6 +86,8 @@ class ChildPlan:
         sources: genome id -> source, for the pool.
         rng: this plan's own generator.
         operators: the operators it may use (all, or only those that answer at once).
+        fitness: genome id -> posterior mean (bits/byte) of the pool, what selection ranks by.
+        weights: operator name -> its weight for this child (the run's, adapted by credit).
     """
 
     cohort: int
@@ -97,6 +99,8 @@ class ChildPlan:
     context: Context
     rng: random.Random
     operators: tuple[str, ...]
+    fitness: dict[str, float] | None = None
+    weights: dict[str, float] | None = None
 
 
 def is_slow(operator: MutationOperator) -> bool:
@@ -192,12 +196,14 @@ class Breeder:
         ]
         if not names:
             return None
-        operator = self.operators[plan.rng.choices(names, weights=[self.config.operators[n] for n in names])[0]]
+        weights = plan.weights or self.config.operators
+        operator = self.operators[plan.rng.choices(names, weights=[weights[n] for n in names])[0]]
         if plan.cohort == 0:
             return operator, [plan.pool[0]] * operator.n_parents
         parents = select_parents(
             list(plan.pool), operator.n_parents, plan.rng, self.config.selection, self.config.tournament_size,
             elite_first=(attempt == 0 and plan.index == 0), children=plan.children_of, cap=self.config.children_cap,
+            fitness=plan.fitness,
         )
         return operator, parents
 

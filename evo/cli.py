@@ -37,7 +37,7 @@ except KeyboardInterrupt:  # Ctrl-C while Python loads evo: one line, no traceba
 # define them (tests/test_cli_speed.py checks they match evo.operators.REGISTRY,
 # evo.operators.optuna_sampler.SAMPLERS and evo.llm.client.API_KEY_ENV).
 OPERATOR_NAMES = ("crossover", "hyperparam", "llm", "optuna")
-SAMPLER_NAMES = ("tpe", "cmaes")
+SAMPLER_NAMES = ("gp", "tpe", "cmaes")
 API_KEY_ENV = "ANTHROPIC_API_KEY"
 
 # Old import paths of functions that moved to evo.cli_run and evo.cli_views, resolved on first use.
@@ -175,19 +175,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-evaluations", type=int, default=None, metavar="N",
                    help="stop after N evaluations, replicates included (default: no limit)")
     search = p.add_argument_group("noise-aware search")
-    search.add_argument("--noise-replicates", type=int, default=3, metavar="N",
-                        help="evaluations of the seed genome with different seeds; their std is the noise floor "
-                        "sigma (default 3; 1 turns noise awareness off)")
-    search.add_argument("--noise-k", type=float, default=2.0, metavar="K",
-                        help="a child is an improvement only if it beats the best by more than K sigma (default 2)")
+    search.add_argument("--noise-replicates", type=int, default=2, metavar="N",
+                        help="evaluations of the seed genome with different seeds, the first measure of the noise "
+                        "floor sigma, which every later replicate refines (default 2; 1 turns noise awareness off)")
     search.add_argument("--best-replicates", type=int, default=2, metavar="N",
-                        help="evaluations a genome needs before it is declared the run's best (default 2)")
+                        help="evaluations a genome needs before it is declared the run's best: the one most "
+                        "likely to be best among such genomes (default 2)")
     search.add_argument("--selection", choices=SELECTIONS, default="tournament",
                         help="parent selection among the survivors (default tournament, with elitism)")
     search.add_argument("--max-children-per-parent", type=int, default=None, metavar="N",
                         help="children one parent may get per generation (default: max(2, population / 2))")
-    search.add_argument("--sampler", choices=SAMPLER_NAMES, default="tpe",
-                        help="the optuna operator's sampler: tpe (default) or cmaes")
+    search.add_argument("--sampler", choices=SAMPLER_NAMES, default="gp",
+                        help="the optuna operator's sampler: gp (Gaussian-process Bayesian optimization over "
+                        "every constant, default), tpe or cmaes (a few constants at a time)")
     search.add_argument("--operators", default=None, metavar="NAME=W,...",
                         help="mutation operators and their weights, e.g. llm=0.5,hyperparam=0.5 (known: "
                         f"{', '.join(OPERATOR_NAMES)}; default: hyperparam, optuna, crossover, and llm for half "

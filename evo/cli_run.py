@@ -173,7 +173,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         config = RunConfig(
             run=run, profile=profile, dataset=dataset, population=args.population, generations=args.generations,
             time_budget_s=args.time_budget, wall_limit_s=args.wall_limit, seed=args.seed, seed_genome=str(seed_path),
-            max_evaluations=args.max_evaluations, noise_replicates=args.noise_replicates, noise_k=args.noise_k,
+            max_evaluations=args.max_evaluations, noise_replicates=args.noise_replicates,
             best_replicates=args.best_replicates, selection=args.selection,
             max_children_per_parent=args.max_children_per_parent, sampler=args.sampler,
             operators=_parse_operators(args.operators), llm_model=args.llm_model, llm_base_url=args.llm_base_url,

@@ -29,9 +29,11 @@ from rich.text import Text
 
 from evo.cli_table import Column, fitted_table
 from evo.config import RunConfig
-from evo.lineage import Node, declared_best, load_nodes
+from evo.credit import OPERATOR_WINDOW, OperatorCredit, operator_credit
+from evo.lineage import Node, load_nodes
 from evo.locking import Holder
 from evo.noise import NoiseEstimate, noise_estimate
+from evo.racing import Verdict, judge
 from evo.records import EvaluationRecord, LLMCallRecord, RunRecord
 
 if TYPE_CHECKING:
@@ -65,6 +67,7 @@ class StatusView:
     engine: Holder | None
     state: str
     now: dt.datetime
+    verdict: Verdict | None = None
 
     @property
     def seed(self) -> Node | None:
@@ -102,13 +105,33 @@ def load_status(archive: Archive, record: RunRecord, engine: Holder | None, stat
     if wanted:
         details = {e.eval_id: e for e in archive.evaluations(record.run, metrics=("training_seconds",),
                                                              eval_ids=sorted(wanted))}
-    return StatusView(record, config, nodes, shown, len(nodes), noise_estimate(nodes), declared_best(nodes, config),
-                      details,
+    noise = noise_estimate(nodes)
+    verdict = judge(nodes, None if noise is None else noise.sigma, config.best_replicates)
+    best = next((n for n in nodes if n.genome_id == verdict.best), None)
+    return StatusView(record, config, nodes, shown, len(nodes), noise, best, details,
                       archive.overhead_s(record.run), archive.llm_calls(record.run), engine, state,
-                      dt.datetime.now(dt.timezone.utc).replace(tzinfo=None))
+                      dt.datetime.now(dt.timezone.utc).replace(tzinfo=None), verdict)
 
 
 # ---------------------------------------------------------------------------- JSON
+
+def _posterior(view: StatusView, node: Node) -> float | None:
+    belief = view.verdict.beliefs.get(node.genome_id) if view.verdict is not None else None
+    return None if belief is None or view.verdict.probability is None else belief.mean
+
+
+def _credit(view: StatusView) -> dict[str, OperatorCredit]:
+    """The operators' credit as the engine sees it now (evo.credit, the scheduler's window)."""
+    if view.verdict is None:
+        return {}
+    configured = {n: w for n, w in view.config.operators.items() if w > 0}
+    sigma = view.noise.sigma if view.noise is not None else None
+    return operator_credit(view.nodes[-OPERATOR_WINDOW:], view.verdict.beliefs, configured, sigma)
+
+
+def _p_best(view: StatusView) -> float | None:
+    return None if view.verdict is None else view.verdict.probability
+
 
 def _num(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
@@ -142,11 +165,15 @@ def status_json(view: StatusView) -> dict[str, Any]:
     Keys: ``run`` (name, created_at, profile, dataset, time_budget_s, fitness,
     population, generations, state: running / stopped / finished / failed-seed,
     engine_pid: ``None`` when no engine runs it), ``states`` (genome state -> count),
-    ``noise_floor`` (pooled sigma, the seed's n, k, margin = k * sigma, df, genomes pooled,
-    sigma_90: its 90% interval; ``None`` before any replicate), ``declared_best`` (genome_id, val_bpb, val_bpb_std, n), ``genomes`` in
+    ``noise_floor`` (pooled sigma, the seed's n, df, genomes pooled, sigma_90: its 90%
+    interval; ``None`` before any replicate), ``declared_best`` (genome_id, val_bpb,
+    val_bpb_std, n, posterior_mean, p_best: its probability of being the best of every
+    COMPLETE genome, :mod:`evo.racing`; both ``None`` without a noise floor), ``genomes`` in
     creation order (id, rank among COMPLETE genomes, generation, parents, operator,
     description, state, failure_kind, val_bpb {mean, std, n}), ``running`` (slot,
-    genome_id, attempt, elapsed_s, budget_left_s), ``llm`` (model, attempts, children,
+    genome_id, attempt, elapsed_s, budget_left_s), ``operators`` (name -> children,
+    improved, weight: the credit the engine draws operators by, :mod:`evo.credit`, over
+    the latest births), ``llm`` (model, attempts, children,
     failed by outcome, tokens, spend_usd; ``None`` without calls). Times are UTC ISO 8601;
     non-finite numbers are ``null``.
     """
@@ -161,13 +188,12 @@ def status_json(view: StatusView) -> dict[str, Any]:
         },
         "states": dict(sorted(Counter(n.state for n in view.nodes).items())),
         "noise_floor": None if noise is None else {
-            "sigma": _num(noise.sigma), "n": seed.n if seed else 0, "k": config.noise_k,
-            "margin": _num(config.noise_k * noise.sigma), "df": noise.df, "genomes": noise.genomes,
+            "sigma": _num(noise.sigma), "n": seed.n if seed else 0, "df": noise.df, "genomes": noise.genomes,
             "sigma_90": [_num(noise.low), _num(noise.high)],
         },
         "declared_best": None if best is None else {
             "genome_id": best.genome_id, "val_bpb": _num(best.val_bpb), "val_bpb_std": _num(best.val_bpb_std),
-            "n": best.n,
+            "n": best.n, "posterior_mean": _num(_posterior(view, best)), "p_best": _num(_p_best(view)),
         },
         "genomes": [
             {
@@ -184,6 +210,8 @@ def status_json(view: StatusView) -> dict[str, Any]:
             for n, last, elapsed, left in _running(view)
         ],
         "llm": _llm_summary(view.llm_calls),
+        "operators": {name: {"children": c.children, "improved": c.improved, "weight": round(c.weight, 4)}
+                      for name, c in _credit(view).items()},
     }
 
 
@@ -215,8 +243,12 @@ def header_lines(view: StatusView) -> list[str]:
     noise = view.noise
     if noise is not None:
         lines.append(f"noise floor sigma {noise.sigma:.6f} (90% {noise.low:.6f}-{noise.high:.6f}, pooled over "
-                     f"{noise.genomes} genome(s) with replicates); an improvement must beat the best by > "
-                     f"{config.noise_k:g} sigma = {config.noise_k * noise.sigma:.6f}")
+                     f"{noise.genomes} genome(s) with replicates)")
+    credit = _credit(view)
+    if credit and any(c.children for c in credit.values()):
+        lines.append(f"operators (improved / children with a belief, over the latest {OPERATOR_WINDOW} births; "
+                     "weight now): " + ", ".join(f"{name} {c.improved}/{c.children} w {c.weight:.2f}"
+                                                 for name, c in credit.items()))
     llm = _llm_summary(view.llm_calls)
     if llm:
         failed = llm["failed"]
@@ -228,7 +260,11 @@ def header_lines(view: StatusView) -> list[str]:
                      f"spend ${llm['spend_usd']:.4f}{cap}")
     if view.best is not None:
         b = view.best
-        lines.append(f"declared best: {b.genome_id} val_bpb {b.val_bpb:.6f} ± {b.val_bpb_std:.6f} (n={b.n})")
+        line = f"declared best: {b.genome_id} val_bpb {b.val_bpb:.6f} ± {b.val_bpb_std:.6f} (n={b.n})"
+        posterior, p_best = _posterior(view, b), _p_best(view)
+        if posterior is not None and p_best is not None:
+            line += f" · posterior {posterior:.6f} · P(best of all evaluated) {p_best:.2f}"
+        lines.append(line)
     return lines
 
 

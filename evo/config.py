@@ -45,7 +45,7 @@ SEED_OVERRIDES: dict[str, dict[str, Any]] = {
 }
 
 # The default mix of mutation operators (name -> weight); see evo.operators.REGISTRY.
-DEFAULT_OPERATORS = {"hyperparam": 0.5, "optuna": 0.3, "crossover": 0.2}
+DEFAULT_OPERATORS = {"optuna": 0.6, "hyperparam": 0.25, "crossover": 0.15}
 
 # The LLM operator's default model: the current Sonnet (a model id of the anthropic SDK).
 DEFAULT_LLM_MODEL = "claude-sonnet-5-5"
@@ -113,12 +113,11 @@ class RunConfig:
         max_evaluations: stop once this many evaluations were counted (``None``: no limit).
         noise_replicates: evaluations of the seed genome, with different EVO_SEEDs, that
             measure the noise floor sigma (1 turns noise awareness off).
-        noise_k: a child is an improvement only if it beats the incumbent by > k * sigma.
         best_replicates: evaluations a genome needs before it is declared the run's best.
         selection: parent selection, ``tournament`` or ``rank``.
         max_children_per_parent: children one parent may get per generation (``None``:
             ``max(2, population // 2)``).
-        sampler: the optuna operator's sampler, ``tpe`` or ``cmaes``.
+        sampler: the optuna operator's sampler, ``gp`` (default), ``tpe`` or ``cmaes``.
         llm_model: the LLM operator's Claude model.
         llm_base_url: the Messages API's address (``None``: ``ANTHROPIC_BASE_URL`` or the public API).
         llm_price: ``(input, output)`` USD per million tokens, for a model evo has no price for.
@@ -152,12 +151,11 @@ class RunConfig:
     mutation_attempts: int = 20
     operators: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_OPERATORS))
     max_evaluations: int | None = None
-    noise_replicates: int = 3
-    noise_k: float = 2.0
+    noise_replicates: int = 2
     best_replicates: int = 2
     selection: str = "tournament"
     max_children_per_parent: int | None = None
-    sampler: str = "tpe"
+    sampler: str = "gp"
     llm_model: str = DEFAULT_LLM_MODEL
     llm_base_url: str | None = None
     llm_price: tuple[float, float] | None = None

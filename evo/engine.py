@@ -301,10 +301,10 @@ class Engine:
         return self.state.results()
 
     def incumbent(self) -> GenomeResult | None:
-        """The run's declared best: see :func:`evo.noise.incumbent`."""
+        """The run's declared best: see :func:`evo.racing.judge`."""
         if self.state is None:
             self.state = RunState.load(self.archive, self.config.run)
-        return self.state.incumbent(self.config.noise_k, self.config.best_replicates)
+        return self.state.incumbent(self.config.best_replicates)
 
     def scoring_limit(self, genome: GenomeRecord) -> float | None:
         """Wall seconds past which ``genome`` is not scored (``None`` for the seed genome, which
@@ -324,12 +324,12 @@ class Engine:
         sigma = noise.sigma
         self._noise_recorded = True
         if self.archive.noise_floor(self.config.run) is None:
-            self.archive.record_noise_floor(self.config.run, seed.genome_id, sigma, seed.n, self.config.noise_k)
+            self.archive.record_noise_floor(self.config.run, seed.genome_id, sigma, seed.n, 0.0)
             self.reporter.message(
                 f"noise floor: sigma = {sigma:.6f} bits/byte from {seed.n} seeds of {seed.genome_id} "
                 f"(90% interval {noise.low:.6f}-{noise.high:.6f}; pooled with every later replicate); "
-                f"a child must beat the best by more than {self.config.noise_k:g} sigma = "
-                f"{self.config.noise_k * sigma:.6f} to count as an improvement"
+                "the declared best is the genome most likely to be best, with "
+                f"{self.config.best_replicates} or more evaluations"
             )
 
     def _seed_failure(self) -> str:

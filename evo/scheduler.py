@@ -7,13 +7,15 @@ slot frees, the next job is decided from the run as it stands:
 
 1. an evaluation that is due, over every genome not being evaluated: a genome never
    evaluated to an end (PENDING, or interrupted), the seed genome until it has
-   ``noise_replicates`` evaluations (the noise floor), a COMPLETE genome that beats the
-   incumbent by more than k * sigma but has fewer than ``best_replicates`` evaluations;
+   ``noise_replicates`` evaluations (the noise floor), a replicate that decides the race
+   for the best (:func:`evo.racing.race_replicate`: the genome most likely to be best
+   until it has ``best_replicates`` readings, contenders while the race is open);
 2. else a new child. Births are paced in *cohorts* of ``population``: birth ``b``
    belongs to cohort ``b // population``, and ``--generations G`` means ``G`` cohorts.
    Cohort 0 is the seed genome and ``population - 1`` mutants of it (started once the
    seed has scored); a child of a later cohort ``c`` draws its parents from the survivors
-   among the genomes of cohorts ``< c`` that have finished. With one slot every cohort is
+   among the genomes of cohorts ``< c`` that have finished (ranked by posterior mean,
+   :mod:`evo.posterior`). With one slot every cohort is
    finished before the next starts, which is exactly the generational (mu + lambda) loop.
    A child's *generation*, recorded in the lineage, is one more than its deepest
    parent's (0 for cohort 0).
@@ -44,10 +46,12 @@ from functools import partial
 from evo import genome as genome_files
 from evo.breeding import Breeder, Child, ChildPlan, EngineError, NoChildError
 from evo.config import SEED_OVERRIDES, RunConfig
-from evo.noise import needs_replicate
+from evo.credit import OPERATOR_WINDOW, constant_weights, operator_credit, operator_weights
 from evo.operators import Context, MutationOperator
 from evo.operators.cst_tools import describe_change, read_constants, set_constants
+from evo.operators.optuna_sampler import cached_constants
 from evo.proposals import ProposalPool
+from evo.racing import race_replicate
 from evo.results import GenomeResult
 from evo.state import RunState
 
@@ -120,6 +124,7 @@ class Scheduler:
         self.breeder = Breeder(config, operators, note)
         self._fast = self.breeder.fast
         self.waiting_for_proposal = False  # the last next() found only slow proposals, none ready
+        self._changed: dict[str, list[str]] = {}  # genome id -> constants it changed from its first parent
 
     def close(self) -> None:
         self.breeder.close()  # proposals waiting to try again end now
@@ -168,8 +173,8 @@ class Scheduler:
     def due(self, state: RunState) -> Due | None:
         """The first genome whose next evaluation is due (module docstring, 1), if any.
 
-        Costs what the run's unfinished genomes and the genomes that beat the incumbent
-        cost, not what the whole run does (:class:`RunState` keeps both at hand).
+        Costs what the run's unfinished genomes cost, plus the verdict's recomputation after
+        a fitness changed (:meth:`RunState.verdict`).
         """
         for r in state.unfinished():
             if r.state != "RUNNING":
@@ -177,22 +182,13 @@ class Scheduler:
         seed = state.seed()
         if seed is not None and seed.is_complete and seed.state != "RUNNING" and seed.counted < self.config.noise_replicates:
             return Due(seed, seed.counted)
-        k, best_replicates = self.config.noise_k, self.config.best_replicates
-        sigma = state.sigma()
-        current = state.incumbent(k, best_replicates)
-        if current is None:
+        verdict = state.verdict(self.config.best_replicates)
+        busy = {r.genome_id for r in state.unfinished() if r.state == "RUNNING"}
+        chosen = race_replicate(verdict, self.config.best_replicates, busy, state.replicates, state.counted)
+        if chosen is None:
             return None
-        threshold = current.val_bpb - k * (sigma or 0.0)
-        candidates = []
-        for r in state.ranked():
-            if r.val_bpb >= threshold:
-                break
-            if r.state != "RUNNING" and needs_replicate(r, current, sigma, k, best_replicates):
-                candidates.append(r)
-        if not candidates:
-            return None
-        first = min(candidates, key=lambda r: state.birth_index(r.genome_id))
-        return Due(first, first.counted)
+        r = state.result(chosen)
+        return Due(r, r.counted)
 
     def parent_pool(self, state: RunState, cohort: int) -> list[GenomeResult]:
         """Who a child of ``cohort`` may descend from: the seed for cohort 0 (once it
@@ -200,7 +196,7 @@ class Scheduler:
         if cohort == 0:
             seed = state.seed()
             return [seed] if seed is not None and seed.is_complete else []
-        return state.best(self.config.population, born_before=cohort * self.config.population)
+        return state.believed(self.config.population, self.config.best_replicates, born_before=cohort * self.config.population)
 
     # ------------------------------------------------------------------ children
 
@@ -215,11 +211,14 @@ class Scheduler:
         context: Context | None = None, salt: str = "", fast_only: bool = False,
     ) -> ChildPlan:
         sources = state.sources.get_many(r.genome.source_sha256 for r in pool)
+        believed = state.verdict(self.config.best_replicates).beliefs
         return ChildPlan(
             cohort, index, tuple(pool), dict(children_of), frozenset(state.normalized),
             {r.genome_id: sources[r.genome.source_sha256] for r in pool}, context or self.context(state),
             random.Random(f"{self.config.seed}:{cohort}:{index}{salt}"),
             self._fast if fast_only else tuple(self.operators),
+            {r.genome_id: believed[r.genome_id].mean for r in pool if r.genome_id in believed},
+            self.operator_weights(state),
         )
 
     def children_of(self, state: RunState, cohort: int) -> Counter[str]:
@@ -298,6 +297,13 @@ class Scheduler:
                 return None
             raise
 
+    def operator_weights(self, state: RunState) -> dict[str, float]:
+        """Operator name -> weight for the next child: the run's, adapted by credit (:mod:`evo.credit`)."""
+        configured = {n: self.config.operators[n] for n in self.operators}
+        believed = state.verdict(self.config.best_replicates).beliefs
+        window = state.cohort(max(0, len(state) - OPERATOR_WINDOW), OPERATOR_WINDOW)
+        return operator_weights(operator_credit(window, believed, configured, state.sigma()))
+
     def _placed(self, state: RunState, cohort: int, child: Child) -> Child:
         generation = self.generation_of(state, cohort, child.parents)
         return Child(child.code, child.operator, child.description, child.parents, generation)
@@ -310,5 +316,24 @@ class Scheduler:
         sources = state.sources.get_many(r.genome.source_sha256 for r in shown)
         return Context(
             tuple((sources[r.genome.source_sha256], r.val_bpb) for r in shown), tuple(state.results()), self.profile,
-            self.time_budget_s, self.program_md(),
+            self.time_budget_s, self.program_md(), constant_weights(self._edits(chosen, sources)),
         )
+
+    def _edits(self, shown: dict[str, GenomeResult], sources: dict[str, str]) -> list[tuple[list[str], float]]:
+        """(constants changed, gain over the first parent) of each shown child whose first
+        parent is shown too (constants parsed once per source)."""
+        edits = []
+        for r in shown.values():
+            parent = shown.get(r.genome.parents[0]) if r.genome.parents else None
+            if parent is None or r.genome.operator not in ("hyperparam", "optuna"):
+                continue
+            changed = self._changed.get(r.genome_id)
+            if changed is None:
+                child_c = cached_constants(sources[r.genome.source_sha256])
+                parent_c = cached_constants(sources[parent.genome.source_sha256])
+                if child_c is None or parent_c is None:
+                    continue
+                changed = [n for n, c in child_c.items() if n in parent_c and parent_c[n].value != c.value]
+                self._changed[r.genome_id] = changed  # a genome's code never changes: diffed once
+            edits.append((changed, parent.val_bpb - r.val_bpb))
+        return edits

@@ -14,7 +14,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 
 from evo.archive import Archive
-from evo.noise import NoiseEstimate, incumbent, pooled_estimate, pooled_term
+from evo.belief_index import BeliefIndex
+from evo.noise import NoiseEstimate, pooled_estimate, pooled_term
+from evo.racing import Verdict, judge_ranked
 from evo.records import EvaluationRecord, GenomeRecord
 from evo.results import GenomeResult, genome_result
 
@@ -88,12 +90,14 @@ class RunState:
         self._unfinished: dict[str, None] = {}  # genomes not evaluated to an end (ordered set)
         self._ranked: list[tuple[float, int, str]] = []  # COMPLETE genomes: (val_bpb, birth, id), sorted
         self._rank_key: dict[str, tuple[float, int, str]] = {}
-        self._changed: set[str] = set()  # genomes whose fitness changed since the last incumbent()
-        self._incumbent: tuple[tuple[float, int, float | None], str | None] | None = None
+        self._version = 0  # counts changes of any genome's fitness
+        self._beliefs = BeliefIndex()
+        self._verdict: tuple[tuple[int, int], Verdict] | None = None  # ((version, best_replicates), verdict)
         self.seed_id: str | None = None
         self._pooled: dict[str, tuple[float, int]] = {}  # genome id -> its term of the pooled noise floor
         self.normalized: set[str] = set()
         self.counted = 0  # evaluations that count (finished, not INTERRUPTED)
+        self.evaluated = 0  # genomes with at least one evaluation that counts
         for genome in genomes:
             self._add(genome)
         for evaluation in evaluations:
@@ -102,6 +106,7 @@ class RunState:
             self._refresh(genome_id, bulk=True)
         self._ranked.sort()
         self.counted = sum(r.counted for r in self._results.values())
+        self.evaluated = sum(1 for r in self._results.values() if r.counted)
 
     @classmethod
     def load(cls, archive: Archive, run: str) -> RunState:
@@ -125,7 +130,9 @@ class RunState:
         before = self._results[evaluation.genome_id].counted
         self._evaluations.setdefault(evaluation.genome_id, {})[evaluation.eval_id] = evaluation
         self._refresh(evaluation.genome_id)
-        self.counted += self._results[evaluation.genome_id].counted - before
+        after = self._results[evaluation.genome_id].counted
+        self.counted += after - before
+        self.evaluated += (after > 0) - (before > 0)
 
     def _add(self, genome: GenomeRecord) -> None:
         self._order[genome.genome_id] = len(self._genomes)
@@ -154,7 +161,8 @@ class RunState:
             self._pooled.pop(genome_id, None)
         else:
             self._pooled[genome_id] = term
-        self._changed.add(genome_id)
+        self._version += 1
+        self._beliefs.mark(genome_id)
         key = self._rank_key.pop(genome_id, None)
         if key is not None:
             del self._ranked[bisect_left(self._ranked, key)]
@@ -233,31 +241,43 @@ class RunState:
                 chosen.append(self._results[genome_id])
         return chosen[::-1]
 
-    def incumbent(self, k: float, best_replicates: int) -> GenomeResult | None:
-        """The declared best, equal to :func:`evo.noise.incumbent` over :meth:`results`.
+    @property
+    def replicates(self) -> int:
+        """Evaluations that count beyond each genome's first."""
+        return self.counted - self.evaluated
 
-        That walk is redone only when sigma or the settings changed, or when a genome
-        born no later than the current incumbent changed; otherwise only the genomes that
-        changed since the last call are walked: a later genome that did not displace the
-        incumbent before cannot do it after a change of another genome.
+    def verdict(self, best_replicates: int) -> Verdict:
+        """What the readings say (:func:`evo.racing.judge` over :meth:`results` with the
+        pooled sigma): the declared best, its probability, every genome's belief.
+
+        Recomputed only after some genome's fitness changed, from beliefs kept ranked by
+        :class:`evo.belief_index.BeliefIndex` (a cost per change that does not grow with
+        the run).
         """
-        settings = (k, best_replicates, self.sigma())
-        changed, self._changed = self._changed, set()
-        if self._incumbent is not None and self._incumbent[0] == settings and not changed:
-            return self._result_or_none(self._incumbent[1])
-        current = None if self._incumbent is None or self._incumbent[0] != settings else self._incumbent[1]
-        order = self._order
-        if current is None or any(order[i] <= order[current] for i in changed):
-            best = incumbent(self.results(), settings[2], k, best_replicates)
-            current = None if best is None else best.genome_id
-        else:
-            margin = k * (settings[2] or 0.0)
-            for genome_id in sorted(changed, key=order.__getitem__):
-                r, now = self._results[genome_id], self._results[current]
-                if r.is_complete and r.n >= best_replicates and r.val_bpb < now.val_bpb - margin:
-                    current = genome_id
-        self._incumbent = (settings, current)
-        return self._result_or_none(current)
+        key = (self._version, best_replicates)
+        if self._verdict is None or self._verdict[0] != key:
+            sigma = self.sigma()
+            self._beliefs.refresh(self.results, self._results.__getitem__, self._order.__getitem__, sigma)
+            first = next((i for i in self._ids if i in self._rank_key), None)
+            verdict = judge_ranked(self._beliefs.beliefs, self._beliefs.ranked(), sigma, best_replicates, first)
+            self._verdict = (key, verdict)
+        return self._verdict[1]
+
+    def incumbent(self, best_replicates: int) -> GenomeResult | None:
+        """The declared best (:attr:`Verdict.best`), ``None`` before anything completed."""
+        return self._result_or_none(self.verdict(best_replicates).best)
+
+    def believed(self, n: int, best_replicates: int, born_before: int | None = None) -> list[GenomeResult]:
+        """The ``n`` COMPLETE genomes of lowest posterior mean (ties: older first), only those
+        born before birth index ``born_before`` when given: the survivors."""
+        self.verdict(best_replicates)
+        chosen: list[GenomeResult] = []
+        for _, birth, genome_id in self._beliefs.ranked_keys():
+            if len(chosen) >= n:
+                break
+            if born_before is None or birth < born_before:
+                chosen.append(self._results[genome_id])
+        return chosen
 
     def _result_or_none(self, genome_id: str | None) -> GenomeResult | None:
         return None if genome_id is None else self._results[genome_id]

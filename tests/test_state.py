@@ -13,7 +13,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from evo.noise import incumbent, noise_sigma
+from evo.noise import noise_sigma
+from evo.racing import judge
 from evo.records import EvalState, EvaluationRecord, GenomeRecord
 from evo.results import genome_results
 from evo.selection import survivors
@@ -38,9 +39,15 @@ def check(state: RunState, k: float, best_replicates: int, mu: int) -> None:
     results = state.results()
     sigma = noise_sigma(results)
     assert state.sigma() == sigma
-    expected = incumbent(results, sigma, k, best_replicates)
-    got = state.incumbent(k, best_replicates)
-    assert (got and got.genome_id) == (expected and expected.genome_id)
+    expected = judge(results, sigma, best_replicates)
+    got = state.verdict(best_replicates)
+    assert got.best == expected.best and got.probability == expected.probability
+    assert (state.incumbent(best_replicates) and state.incumbent(best_replicates).genome_id) == expected.best
+    assert state.replicates == sum(max(r.counted - 1, 0) for r in results)
+    for born_before in (None, len(results) // 2):
+        pool = [r for r in results[:born_before] if r.is_complete]
+        want = sorted(pool, key=lambda r: (expected.beliefs[r.genome_id].mean, state.birth_index(r.genome_id)))[:mu]
+        assert [r.genome_id for r in state.believed(mu, best_replicates, born_before)] == [r.genome_id for r in want]
     assert [r.genome_id for r in state.unfinished()] == [r.genome_id for r in results if not r.is_finished]
     for born_before in (None, len(results) // 2, len(results)):
         pool = results if born_before is None else results[:born_before]
@@ -52,7 +59,7 @@ def check(state: RunState, k: float, best_replicates: int, mu: int) -> None:
 @pytest.mark.parametrize("seed", range(12))
 def test_indexes_match_a_scan_of_the_run_after_every_change(seed):
     rng = random.Random(seed)
-    k, best_replicates, mu = rng.choice([0.0, 1.0, 2.0]), rng.choice([1, 2, 3]), rng.choice([2, 4])
+    k, best_replicates, mu = 0.0, rng.choice([1, 2, 3]), rng.choice([2, 4])
     state = RunState([], [], SourceCache(lambda sha: sha))
     running: dict[str, int] = {}
     eval_id = 0
@@ -85,8 +92,8 @@ def test_loaded_state_equals_the_state_built_step_by_step():
     loaded = RunState(genomes, evaluations, SourceCache(lambda sha: sha))
     scanned = genome_results(genomes, evaluations)
     assert [r.genome_id for r in loaded.best(10)] == [r.genome_id for r in survivors(scanned, 10)]
-    expected = incumbent(scanned, noise_sigma(scanned), 2.0, 2)
-    assert loaded.incumbent(2.0, 2).genome_id == expected.genome_id
+    expected = judge(scanned, noise_sigma(scanned), 2)
+    assert loaded.incumbent(2).genome_id == expected.best
     assert loaded.counted == 100
 
 

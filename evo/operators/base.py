@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import enum
 import random
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from evo.results import GenomeResult
@@ -43,6 +43,8 @@ class Context:
         time_budget_s: training seconds per genome.
         program: the project's program.md, the research instructions for the LLM operator
             (read by the engine at every proposal, so edits take effect during a run).
+        constant_weights: constant name -> how much its edits have paid off
+            (:func:`evo.credit.constant_weights`; empty: draw constants uniformly).
     """
 
     complete: tuple[tuple[str, float], ...] = ()
@@ -50,6 +52,7 @@ class Context:
     profile: str = ""
     time_budget_s: float = 0.0
     program: str = ""
+    constant_weights: Mapping[str, float] = field(default_factory=dict)
 
 
 class Status(str, enum.Enum):

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from evo.config import FROZEN_CONSTANTS, STRING_CHOICES
+from evo.credit import weighted_order
 from evo.operators.base import Context, OperatorResult, Parent
 from evo.operators.cst_tools import Constant, describe_change, free_constants, read_constants, set_constants
 
@@ -116,7 +117,8 @@ def mutable_constants(code: str, frozen: frozenset[str] = FROZEN_CONSTANTS) -> d
 
 
 class HyperparamMutation:
-    """Perturb one (sometimes two) randomly chosen hyperparameters of one parent."""
+    """Perturb one (sometimes two) hyperparameters of one parent, drawn by the weights of
+    :func:`evo.credit.constant_weights` (constants whose edits paid off, more often)."""
 
     name = "hyperparam"
     n_parents = 1
@@ -130,8 +132,7 @@ class HyperparamMutation:
             constants = mutable_constants(parent.code)
         except Exception as exc:  # a genome libcst cannot parse has nothing to perturb
             return OperatorResult.fail(f"cannot read the hyperparameters: {exc}")
-        names = list(constants)
-        rng.shuffle(names)
+        names = weighted_order(list(constants), context.constant_weights, rng)  # what paid off, more often
         wanted = 2 if rng.random() < self.two_changes_p else 1
         changes: dict[str, Any] = {}
         for name in names:

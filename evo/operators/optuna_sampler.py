@@ -7,9 +7,13 @@ Every COMPLETE genome of the run with the same constant names becomes a finished
 (its val_bpb the objective), so the study is rebuilt from the archive on every proposal
 and a resumed run keeps its knowledge. The sampler then asks for one new point.
 
-Samplers: TPE (Bergstra et al. 2011, "Algorithms for Hyper-Parameter Optimization";
-optuna's TPESampler) by default, CMA-ES (Hansen 2016, "The CMA Evolution Strategy: A
-Tutorial"; optuna's CmaEsSampler, needs the ``cmaes`` package) as an option.
+Samplers: Gaussian-process Bayesian optimization (Snoek et al. 2012, "Practical Bayesian
+Optimization of Machine Learning Algorithms"; optuna's GPSampler, a Matern-5/2 GP with a
+noise term and log expected improvement) over every searchable constant, by default: on
+the synthetic landscapes of ``benchmarks/search_suite.py`` it finds far better constants
+per evaluation than TPE. TPE (Bergstra et al. 2011, "Algorithms for Hyper-Parameter
+Optimization"; optuna's TPESampler) and CMA-ES (Hansen 2016, "The CMA Evolution Strategy:
+A Tutorial"; optuna's CmaEsSampler) search a few constants at a time, as options.
 """
 
 from __future__ import annotations
@@ -25,13 +29,17 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from evo.config import FROZEN_CONSTANTS, STRING_CHOICES
+from evo.credit import weighted_order
 from evo.operators.base import Context, OperatorResult, Parent
 from evo.operators.cst_tools import Constant, describe_change, read_constants, set_constants
 from evo.operators.hyperparam import POWER_OF_TWO_MIN, _is_fraction_name, _is_power_of_two
 
 RANGE_FACTOR = 4.0  # a float or int may move to [value / 4, value * 4]
-SAMPLERS = ("tpe", "cmaes")
-SUBSPACE_SIZE = 3  # constants one proposal searches; the others keep the parent's values
+SAMPLERS = ("gp", "tpe", "cmaes")
+SUBSPACE_SIZE = 3  # constants one TPE or CMA-ES proposal searches; the others keep the parent's values
+FULL_SPACE = ("gp", "tpe")  # samplers that search every constant at once
+TRUST_FACTOR = 2.0  # the GP searches the parent's value / 2 to x 2 (a trust region, as TuRBO, Eriksson et al. 2019)
+GP_STARTUP = 8  # genomes the GP sampler needs before it models (random proposals until then)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -47,12 +55,14 @@ def search_space(
     constants: Mapping[str, Constant],
     observed: Sequence[Mapping[str, Constant]] = (),
     frozen: frozenset[str] = FROZEN_CONSTANTS,
+    factor: float = RANGE_FACTOR,
 ) -> dict[str, BaseDistribution]:
     """Optuna distributions for the genome's mutable constants (not fixed, not ``frozen``).
 
     Parameter names are the constant names; a power of two is searched on its exponent
     (``NAME:log2``), a tuple element by index (``NAME[0]``). Each range spans the
-    parent's value / 4 to x 4 and is widened to hold every ``observed`` genome's value,
+    parent's value / ``factor`` to x ``factor`` (4; powers of two: that many doublings) and
+    is widened to hold every ``observed`` genome's value,
     so no evaluated genome falls outside the study. Constants with no sensible range
     (zero-valued floats that are not ratios, negative numbers, free strings) are left
     out and keep the parent's value.
@@ -72,32 +82,32 @@ def search_space(
             space[name] = CategoricalDistribution((False, True))
         elif _is_pow2_param(c):
             exps = [round(math.log2(x)) for x in seen(name) if x > 0 and _is_power_of_two(x)]
-            e = round(math.log2(v))
-            space[f"{name}:log2"] = IntDistribution(max(0, min([e - 2, *exps])), max([e + 2, *exps]))
+            e, span = round(math.log2(v)), max(1, round(math.log2(factor)))
+            space[f"{name}:log2"] = IntDistribution(max(0, min([e - span, *exps])), max([e + span, *exps]))
         elif isinstance(v, int) and v > 0:
             xs = [x for x in seen(name) if x > 0]
-            low = min([max(1, math.floor(v / RANGE_FACTOR)), *xs])
-            space[name] = IntDistribution(low, max([v + 2, math.ceil(v * RANGE_FACTOR), *xs]), log=True)
+            low = min([max(1, math.floor(v / factor)), *xs])
+            space[name] = IntDistribution(low, max([v + 2, math.ceil(v * factor), *xs]), log=True)
         elif isinstance(v, float) and name.endswith(("_RATIO", "_FRAC")) and 0.0 <= v <= 1.0:
             space[name] = FloatDistribution(0.0, 1.0)
         elif isinstance(v, float) and _is_fraction_name(name) and 0.0 < v < 1.0:
-            space[name] = _fraction_distribution(v, [x for x in seen(name) if 0.0 < x < 1.0])
+            space[name] = _fraction_distribution(v, [x for x in seen(name) if 0.0 < x < 1.0], factor)
         elif isinstance(v, float) and v > 0 and math.isfinite(v):
             xs = [x for x in seen(name) if x > 0 and math.isfinite(x)]
-            space[name] = FloatDistribution(min([v / RANGE_FACTOR, *xs]), max([v * RANGE_FACTOR, *xs]), log=True)
+            space[name] = FloatDistribution(min([v / factor, *xs]), max([v * factor, *xs]), log=True)
         elif isinstance(v, str) and name in STRING_CHOICES:
             space[name] = CategoricalDistribution(tuple(dict.fromkeys((v, *STRING_CHOICES[name]))))
         elif isinstance(v, tuple):
             for i, x in enumerate(v):
                 if isinstance(x, float) and 0.0 < x < 1.0:
                     xs = [t[i] for t in seen(name) if len(t) > i and isinstance(t[i], float) and 0.0 < t[i] < 1.0]
-                    space[f"{name}[{i}]"] = _fraction_distribution(x, xs)
+                    space[f"{name}[{i}]"] = _fraction_distribution(x, xs, factor)
     return space
 
 
-def _fraction_distribution(x: float, observed: Sequence[float]) -> FloatDistribution:
-    """A coefficient in (0, 1) such as a beta: 1 - x may shrink or grow by RANGE_FACTOR."""
-    lo, hi = 1.0 - (1.0 - x) * RANGE_FACTOR, 1.0 - (1.0 - x) / RANGE_FACTOR
+def _fraction_distribution(x: float, observed: Sequence[float], factor: float = RANGE_FACTOR) -> FloatDistribution:
+    """A coefficient in (0, 1) such as a beta: 1 - x may shrink or grow by ``factor``."""
+    lo, hi = 1.0 - (1.0 - x) * factor, 1.0 - (1.0 - x) / factor
     return FloatDistribution(min([max(0.0, lo), *observed]), max([min(0.9999, hi), *observed]))
 
 
@@ -156,7 +166,7 @@ def build_study(space: Mapping[str, BaseDistribution], history: Sequence[tuple[s
     """
     study = optuna.create_study(direction="minimize", sampler=sampler)
     for code, val_bpb in history:
-        constants = _constants(code)
+        constants = cached_constants(code)
         if constants is None:
             continue
         params = to_params(constants, space)
@@ -169,25 +179,31 @@ def build_study(space: Mapping[str, BaseDistribution], history: Sequence[tuple[s
 class OptunaProposal:
     """Ask an optuna sampler, fed with every evaluated genome sharing the parent's constants.
 
-    Each proposal searches ``subspace_size`` randomly chosen constants (a random subspace,
-    as in coordinate-wise search); the study's trials cover those constants' values in
+    The GP sampler searches every constant at once. TPE and CMA-ES proposals search
+    ``subspace_size`` constants drawn by the weights of :func:`evo.credit.constant_weights`
+    (a random subspace, as in coordinate-wise search, biased toward the constants whose
+    edits paid off); the study's trials cover those constants' values in
     every genome of the history.
 
     Args:
-        sampler: ``tpe`` (default) or ``cmaes``.
-        subspace_size: constants searched per proposal.
+        sampler: ``gp`` (default), ``tpe`` or ``cmaes``.
+        subspace_size: constants searched per proposal (default: all for ``gp``, else 3).
     """
 
     name = "optuna"
     n_parents = 1
 
-    def __init__(self, sampler: str = "tpe", subspace_size: int = SUBSPACE_SIZE) -> None:
+    def __init__(self, sampler: str = "gp", subspace_size: int | None = None, trust_factor: float | None = None) -> None:
         if sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
         self.sampler_name = sampler
-        self.subspace_size = subspace_size
+        self.trust_factor = trust_factor if trust_factor is not None else (TRUST_FACTOR if sampler == "gp" else None)
+        # the GP models every constant at once; TPE and CMA-ES search a few at a time
+        self.subspace_size = subspace_size if subspace_size is not None else (None if sampler in FULL_SPACE else SUBSPACE_SIZE)
 
     def _sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+        if self.sampler_name == "gp":
+            return optuna.samplers.GPSampler(seed=seed, n_startup_trials=GP_STARTUP)
         if self.sampler_name == "cmaes":
             return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5, multivariate=True)
@@ -201,13 +217,21 @@ class OptunaProposal:
         if not search_space(constants):
             return OperatorResult.skip("the genome has no hyperparameter optuna can search")
         names = set(constants)
-        shared = [(code, bpb, c) for code, bpb in context.complete if (c := _constants(code)) and set(c) == names]
-        space = search_space(constants, [c for _, _, c in shared])
-        # Search a random subspace of a few constants, the rest held at the parent's values:
-        # with the handful of trials a run has, a sampler over the whole block is close to
-        # random search and changes everything at once (an unattributable jump).
+        shared = [(code, bpb, c) for code, bpb in context.complete if (c := cached_constants(code)) and set(c) == names]
+        if self.trust_factor is None:
+            space = search_space(constants, [c for _, _, c in shared])
+        else:  # a trust region around the parent: history outside it is left out of the study
+            space = search_space(constants, (), factor=self.trust_factor)
+        # TPE and CMA-ES search a random subspace of a few constants, the rest held at the
+        # parent's values: with the handful of trials a run has, they are close to random
+        # search over the whole block. The GP's model of every constant is not.
         names_in_space = sorted({p.partition(":")[0].split("[")[0] for p in space})
-        chosen = set(rng.sample(names_in_space, min(self.subspace_size, len(names_in_space))))
+        if self.subspace_size is None:
+            chosen = set(names_in_space)
+        elif context.constant_weights:
+            chosen = set(weighted_order(names_in_space, context.constant_weights, rng)[: self.subspace_size])
+        else:
+            chosen = set(rng.sample(names_in_space, min(self.subspace_size, len(names_in_space))))
         space = {p: d for p, d in space.items() if p.partition(":")[0].split("[")[0] in chosen}
         study = build_study(space, [(code, bpb) for code, bpb, _ in shared], self._sampler(rng.randrange(2**31)))
         trial = study.ask(dict(space))
@@ -228,7 +252,9 @@ def _cached_constants(code: str) -> Mapping[str, Constant]:
     return MappingProxyType(read_constants(code))
 
 
-def _constants(code: str) -> Mapping[str, Constant] | None:
+def cached_constants(code: str) -> Mapping[str, Constant] | None:
+    """The constants of ``code`` (parsed once per source, shared, read-only), ``None`` when
+    libcst cannot read it."""
     try:
         return _cached_constants(code)
     except Exception:  # noqa: BLE001 -- a genome libcst cannot read is not a trial

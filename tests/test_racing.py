@@ -1,0 +1,105 @@
+"""Posterior beliefs (evo.posterior) and the race for the declared best (evo.racing)."""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+from datetime import datetime, timedelta
+
+import pytest
+
+from evo.posterior import Belief, EditScale, belief, beliefs, edit_scale, prob_best
+from evo.racing import CONFIDENCE, Verdict, judge, race_replicate
+from evo.records import EvalState, EvaluationRecord, GenomeRecord
+from evo.results import GenomeResult, genome_results
+
+T0 = datetime(2026, 1, 1)
+
+
+def result(gid: str, values: list[float], parents: tuple[str, ...] = (), seq: int = 0) -> GenomeResult:
+    operator = "seed" if not parents else "hyperparam"
+    genome = GenomeRecord("r", gid, 0, operator, gid, gid, gid, T0 + timedelta(seconds=seq), parents)
+    evals = tuple(
+        EvaluationRecord(seq * 100 + i, "r", gid, i + 1, EvalState.COMPLETE, T0, T0, 42 + i, "cpu", "x.log",
+                         metrics={"val_bpb": v})
+        for i, v in enumerate(values)
+    )
+    return genome_results([genome], evals)[0]
+
+
+def test_a_single_reading_is_pulled_toward_its_parent_and_more_readings_pull_less():
+    sigma, scale = 0.01, EditScale(0.0, 0.005, 10)
+    parent = Belief(1.0, 0.002, 4)
+    one = belief(parent, 0.97, 1, sigma, scale)
+    four = belief(parent, 0.97, 4, sigma, scale)
+    assert 0.97 < four.mean < one.mean < 1.0  # four readings of 0.97 say more than one
+    # the precision-weighted mean: prior variance 0.002^2 + 0.005^2, data variance 0.01^2 / 1
+    prior_var, data_var = 0.002**2 + 0.005**2, 0.01**2
+    assert one.mean == pytest.approx((1.0 / prior_var + 0.97 / data_var) / (1 / prior_var + 1 / data_var))
+    assert one.sd == pytest.approx(math.sqrt(1 / (1 / prior_var + 1 / data_var)))
+    assert belief(None, 0.97, 4, sigma, scale) == Belief(0.97, 0.005, 4)  # flat prior: the mean
+
+
+def test_edit_scale_recovers_the_spread_of_edits_from_noisy_pairs():
+    rng = random.Random(0)
+    sigma, tau, delta = 0.003, 0.01, 0.004
+    seed = result("g0000", [1.0 + rng.gauss(0, sigma) for _ in range(8)])
+    children = [result(f"g{i:04d}", [1.0 + delta + rng.gauss(0, tau) + rng.gauss(0, sigma)], ("g0000",), i)
+                for i in range(1, 400)]
+    scale = edit_scale([seed, *children], sigma)
+    assert scale.pairs == 399
+    assert scale.delta == pytest.approx(delta, abs=0.002)
+    assert scale.tau == pytest.approx(tau, rel=0.15)
+    # too few pairs: weak shrinkage (tau = 2 sigma), no shift
+    assert edit_scale([seed, *children[:2]], sigma) == EditScale(0.0, 2 * sigma, 2)
+
+
+def test_probability_of_being_best_matches_the_closed_form_for_two():
+    chances = prob_best({"a": Belief(0.95, 0.001, 2), "b": Belief(0.951, 0.002, 2)})
+    exact = statistics.NormalDist().cdf(0.001 / math.sqrt(0.001**2 + 0.002**2))
+    assert chances["a"] == pytest.approx(exact, abs=2e-3)
+    assert chances["a"] + chances["b"] == pytest.approx(1.0)
+    many = prob_best({str(i): Belief(1.0, 0.01, 1) for i in range(10)})  # exchangeable: equal chances
+    assert all(p == pytest.approx(0.1, abs=1e-3) for p in many.values())
+
+
+def test_the_winners_curse_is_corrected_for_a_crowd_of_no_effect_children():
+    """Fifty children that change nothing, read once each: the lowest reading is pure luck.
+    Raw means would declare it best; its belief stays near the seed's."""
+    rng = random.Random(3)
+    sigma = 0.01
+    seed = result("g0000", [1.0 + rng.gauss(0, sigma) for _ in range(3)])
+    children = [result(f"g{i:04d}", [1.0 + rng.gauss(0, sigma)], ("g0000",), i) for i in range(1, 51)]
+    believed = beliefs([seed, *children], sigma)
+    luckiest = min(children, key=lambda r: r.val_bpb)
+    assert luckiest.val_bpb < 0.985
+    assert believed[luckiest.genome_id].mean > luckiest.val_bpb + 0.5 * (seed.val_bpb - luckiest.val_bpb)
+
+
+def test_the_leader_is_replicated_first_then_contenders_while_the_race_is_open():
+    sigma = 0.01
+    seed = result("g0000", [1.0, 1.01, 0.99])
+    leader = result("g0001", [0.95], ("g0000",), 1)
+    verdict = judge([seed, leader], sigma, 2)
+    assert verdict.leader == "g0001" and verdict.best == "g0000"
+    assert race_replicate(verdict, 2, busy=set(), replicates=2, evaluations=4) == "g0001"
+    assert race_replicate(verdict, 2, busy={"g0001"}, replicates=2, evaluations=4) in (None, "g0000")
+    # a decided race spends nothing
+    decided = Verdict("a", 0.99, "a", {"a": Belief(0.9, 0.001, 2), "b": Belief(1.0, 0.001, 2)}, {"a": 0.99, "b": 0.01})
+    assert CONFIDENCE < 0.99 and race_replicate(decided, 2, set(), 2, 10) is None
+    # an open race between two confirmed genomes: the replicate goes to a contender ...
+    open_race = Verdict("a", 0.55, "a", {"a": Belief(0.9, 0.002, 2), "b": Belief(0.9, 0.003, 2)}, {"a": 0.55, "b": 0.45})
+    assert race_replicate(open_race, 2, set(), 1, 10) == "b"  # larger P(best) * sd
+    # ... unless replicates already take their share of the run
+    assert race_replicate(open_race, 2, set(), 2, 10) is None
+
+
+def test_without_a_noise_floor_the_declared_best_is_the_lowest_confirmed_mean():
+    seed = result("g0000", [1.0])
+    a = result("g0001", [0.9], ("g0000",), 1)
+    b = result("g0002", [0.95, 0.96], ("g0000",), 2)
+    assert judge([seed, a, b], None, 2).best == "g0002"
+    assert judge([seed, a], None, 2).best == "g0000"  # nothing confirmed yet: the first genome
+    assert judge([seed, a, b], None, 1).best == "g0001"
+    assert judge([seed, a, b], None, 1).probability is None
