@@ -1,0 +1,107 @@
+"""A fast in-process stand-in for ``evo start`` on the synthetic landscapes, for tuning.
+
+Drives evo's own :class:`evo.scheduler.Scheduler` and :class:`evo.state.RunState` (the
+same decisions as the engine with one slot: due replicates, racing, births, operators,
+credit) but records genomes and evaluations in memory and reads each genome's value from
+``landscapes.reading`` instead of running it: no archive, no subprocess, no sandbox. A
+64-evaluation run takes seconds instead of ~35 s. What it prints is for choosing
+settings; the numbers of record come from ``search_suite.py``, which runs the real CLI.
+
+Usage:
+    python benchmarks/search_sim.py [--landscapes sphere:0,...] [--repeats 10] [--evaluations 64,160]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import landscapes as L  # noqa: E402
+
+from evo.config import RunConfig  # noqa: E402
+from evo.engine import EVAL_SEED  # noqa: E402
+from evo.genome import normalized_sha256, source_sha256  # noqa: E402
+from evo.operators import REGISTRY  # noqa: E402
+from evo.records import EvalState, EvaluationRecord, GenomeRecord  # noqa: E402
+from evo.scheduler import Birth, Scheduler  # noqa: E402
+from evo.state import RunState, SourceCache  # noqa: E402
+
+T0 = datetime(2026, 1, 1)
+
+
+def simulate(land: L.Landscape, repeat: int, evaluations: int, keep: dict | None = None, **overrides) -> list[float]:
+    """True fitness of evo's declared best after each evaluation of one simulated run."""
+    config = RunConfig(run="sim", profile="smoke", seed=repeat, max_evaluations=evaluations, fitness="reported",
+                       proposal_workers=0, **overrides)
+    operators = {n: REGISTRY[n](config) for n, w in config.operators.items() if w > 0}
+    sources: dict[str, str] = {}
+    state = RunState([], [], SourceCache(sources.__getitem__))
+    scheduler = Scheduler(config, operators, "smoke", 1.0, lambda: "", L.landscape_genome(land), "landscape.py")
+    curve: list[float] = []
+    true_of: dict[str, float | None] = {}
+    eval_id = 0
+    try:
+        while state.counted < evaluations:
+            job = scheduler.next(state, 0)
+            if job is None:
+                break
+            if isinstance(job, Birth):
+                child = job.child
+                sha = source_sha256(child.code)
+                sources[sha] = child.code
+                genome = GenomeRecord("sim", f"g{len(state):04d}", child.generation, child.operator, child.description,
+                                      sha, normalized_sha256(child.code), T0 + timedelta(seconds=len(state)),
+                                      child.parents)
+                state.add_genome(genome, child.code)
+                replicate = 0
+            else:
+                genome, replicate = job.result.genome, job.replicate
+            eval_id += 1
+            code = sources[genome.source_sha256]
+            value = L.reading(land, L._values(code), EVAL_SEED + replicate)
+            ok = value is not None
+            state.record(EvaluationRecord(
+                eval_id, "sim", genome.genome_id, 1, EvalState.COMPLETE if ok else EvalState.FAIL, T0, T0,
+                EVAL_SEED + replicate, "cpu", "", metrics={"val_bpb": value} if ok else {},
+            ))
+            best = state.incumbent(config.best_replicates)
+            if best is None:
+                curve.append(1.0)
+                continue
+            if best.genome.source_sha256 not in true_of:
+                true_of[best.genome.source_sha256] = L.true_fitness(land, sources[best.genome.source_sha256])
+            curve.append(true_of[best.genome.source_sha256])
+    finally:
+        scheduler.close()
+    if keep is not None:
+        keep.update(state=state, sources=sources)
+    return curve
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--landscapes", default="sphere:0,coupled:0,cliff:0,integer:0,wide:0,ridge:0")
+    p.add_argument("--repeats", type=int, default=6)
+    p.add_argument("--evaluations", default="64,160")
+    args = p.parse_args(argv)
+    checkpoints = [int(x) for x in args.evaluations.split(",")]
+    for name in args.landscapes.split(","):
+        land = L.parse_name(name)
+        started = time.monotonic()
+        curves = [simulate(land, r, max(checkpoints)) for r in range(args.repeats)]
+        cells = []
+        for n in checkpoints:
+            xs = [c[min(n, len(c)) - 1] for c in curves]
+            cells.append(f"@{n} {statistics.fmean(xs):.4f} ± {statistics.stdev(xs) / len(xs) ** 0.5:.4f}")
+        print(f"{name:12s} {'  '.join(cells)}   ({time.monotonic() - started:.0f} s)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
