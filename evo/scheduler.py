@@ -57,6 +57,7 @@ from evo.state import RunState
 
 CONTEXT_BEST = 128  # operators learn from the best and the latest COMPLETE genomes:
 CONTEXT_RECENT = 128  # bounded, so a proposal costs the same at 100 and at 100k genomes
+CONTEXT_FAILED = 64  # and the latest failed genomes (the optuna operator learns where the cliffs are)
 
 __all__ = ["Birth", "Child", "ChildPlan", "Due", "EngineError", "NoChildError", "Scheduler", "seed_child"]
 
@@ -314,9 +315,16 @@ class Scheduler:
         chosen = {r.genome_id: r for r in [*state.best(CONTEXT_BEST), *state.latest_complete(CONTEXT_RECENT)]}
         shown = sorted(chosen.values(), key=lambda r: state.birth_index(r.genome_id))
         sources = state.sources.get_many(r.genome.source_sha256 for r in shown)
+        failed = state.latest_failed(CONTEXT_FAILED)
+        verdict = state.verdict(self.config.best_replicates)
+        believed = () if verdict.probability is None else tuple(
+            (sources[r.genome.source_sha256], verdict.beliefs[r.genome_id].mean) for r in shown
+            if r.genome_id in verdict.beliefs
+        )
         return Context(
             tuple((sources[r.genome.source_sha256], r.val_bpb) for r in shown), tuple(state.results()), self.profile,
-            self.time_budget_s, self.program_md(), constant_weights(self._edits(chosen, sources)),
+            self.time_budget_s, self.program_md(), constant_weights(self._edits(chosen, sources)), believed,
+            tuple(state.sources.get_many(r.genome.source_sha256 for r in failed).values()),
         )
 
     def _edits(self, shown: dict[str, GenomeResult], sources: dict[str, str]) -> list[tuple[list[str], float]]:

@@ -241,6 +241,17 @@ class RunState:
                 chosen.append(self._results[genome_id])
         return chosen[::-1]
 
+    def latest_failed(self, n: int, scan: int = 1024) -> list[GenomeResult]:
+        """Up to ``n`` of the most recently born genomes that FAILED or TIMED OUT, among the
+        latest ``scan`` births (bounded), oldest first."""
+        chosen: list[GenomeResult] = []
+        for genome_id in reversed(self._ids[-scan:]):
+            if len(chosen) >= n:
+                break
+            if self._results[genome_id].state in ("FAIL", "TIMEOUT"):
+                chosen.append(self._results[genome_id])
+        return chosen[::-1]
+
     @property
     def replicates(self) -> int:
         """Evaluations that count beyond each genome's first."""

@@ -45,6 +45,9 @@ class Context:
             (read by the engine at every proposal, so edits take effect during a run).
         constant_weights: constant name -> how much its edits have paid off
             (:func:`evo.credit.constant_weights`; empty: draw constants uniformly).
+        believed: ``(source, posterior mean)`` of the genomes of ``complete``
+            (:mod:`evo.posterior`: less noisy than the means; empty without a noise floor).
+        failed: sources of the latest genomes that failed (crashed, diverged, timed out).
     """
 
     complete: tuple[tuple[str, float], ...] = ()
@@ -53,6 +56,8 @@ class Context:
     time_budget_s: float = 0.0
     program: str = ""
     constant_weights: Mapping[str, float] = field(default_factory=dict)
+    believed: tuple[tuple[str, float], ...] = ()
+    failed: tuple[str, ...] = ()
 
 
 class Status(str, enum.Enum):

@@ -4,7 +4,9 @@ The search space is derived from the parent's ALL_CAPS block: positive floats ge
 log-scale range around their value, ints an integer range (powers of two move on their
 exponent), ratios stay in [0, 1], betas in (0, 1), strings and booleans are categorical.
 Every COMPLETE genome of the run with the same constant names becomes a finished trial
-(its val_bpb the objective), so the study is rebuilt from the archive on every proposal
+(its posterior mean the objective, :mod:`evo.posterior`, else its mean val_bpb), and so
+does every recent failed genome, with the worst value that completed (a failure imputed
+as the worst outcome, so the model learns where the cliffs are), so the study is rebuilt from the archive on every proposal
 and a resumed run keeps its knowledge. The sampler then asks for one new point.
 
 Samplers: Gaussian-process Bayesian optimization (Snoek et al. 2012, "Practical Bayesian
@@ -217,7 +219,11 @@ class OptunaProposal:
         if not search_space(constants):
             return OperatorResult.skip("the genome has no hyperparameter optuna can search")
         names = set(constants)
-        shared = [(code, bpb, c) for code, bpb in context.complete if (c := cached_constants(code)) and set(c) == names]
+        history = context.believed or context.complete  # posterior means where known: less noise for the model
+        shared = [(code, bpb, c) for code, bpb in history if (c := cached_constants(code)) and set(c) == names]
+        if shared:  # a failed genome is a trial as bad as the worst that completed (imputation of failures)
+            worst = max(bpb for _, bpb, _ in shared)
+            shared += [(code, worst, c) for code in context.failed if (c := cached_constants(code)) and set(c) == names]
         if self.trust_factor is None:
             space = search_space(constants, [c for _, _, c in shared])
         else:  # a trust region around the parent: history outside it is left out of the study
