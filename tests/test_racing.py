@@ -103,3 +103,63 @@ def test_without_a_noise_floor_the_declared_best_is_the_lowest_confirmed_mean():
     assert judge([seed, a], None, 2).best == "g0000"  # nothing confirmed yet: the first genome
     assert judge([seed, a, b], None, 1).best == "g0001"
     assert judge([seed, a, b], None, 1).probability is None
+
+
+def test_operator_credit_counts_children_that_beat_their_parents_by_more_than_sigma():
+    from evo.credit import operator_credit, operator_weights
+
+    believed = {"p": Belief(1.0, 0.001, 2), "a": Belief(0.98, 0.002, 1), "b": Belief(0.999, 0.002, 1),
+                "c": Belief(1.05, 0.002, 1)}
+    results = [result("p", [1.0, 1.0]), result("a", [0.98], ("p",), 1), result("b", [0.999], ("p",), 2),
+               result("c", [1.05], ("p",), 3)]
+    for r, operator in zip(results[1:], ("optuna", "hyperparam", "hyperparam"), strict=True):
+        object.__setattr__(r.genome, "operator", operator)
+    credit = operator_credit(results, believed, {"optuna": 0.5, "hyperparam": 0.5}, sigma=0.005)
+    assert (credit["optuna"].children, credit["optuna"].improved) == (1, 1)
+    assert (credit["hyperparam"].children, credit["hyperparam"].improved) == (2, 0)  # 0.001 better is noise
+    weights = operator_weights(credit)
+    assert weights["optuna"] == pytest.approx(0.5 * 2 / 3) and weights["hyperparam"] == pytest.approx(0.5 * 1 / 4)
+    assert operator_credit(results, believed, {"optuna": 0.5, "hyperparam": 0.5})["hyperparam"].improved == 1
+
+
+def test_constant_weights_favour_constants_whose_edits_paid_off():
+    from evo.credit import constant_weights, weighted_order
+
+    edits = [(["LR"], 0.02), (["LR"], 0.01), (["UNUSED"], 0.0), (["UNUSED"], 0.0), (["LR", "UNUSED"], 0.01)]
+    weights = constant_weights(edits)
+    assert weights["LR"] > weights[""] > weights["UNUSED"] > 0  # never edited: the overall mean
+    rng = random.Random(0)
+    firsts = [weighted_order(["LR", "UNUSED", "DEPTH"], weights, rng)[0] for _ in range(2000)]
+    assert firsts.count("LR") > firsts.count("DEPTH") > firsts.count("UNUSED") > 0
+    assert constant_weights([]) == {} and sorted(weighted_order(["A", "B"], {}, rng)) == ["A", "B"]
+
+
+def test_the_belief_index_between_full_passes_matches_a_pass_for_the_changed_genomes(monkeypatch):
+    """Past FULL_BELOW genomes a change is an O(log n) update from the parents' current
+    beliefs; a later full pass agrees with it wherever no ancestor changed."""
+    import evo.belief_index as index_module
+    from evo.belief_index import BeliefIndex
+
+    monkeypatch.setattr(index_module, "FULL_BELOW", 10)
+    monkeypatch.setattr(index_module, "FULL_SHARE", 0.5)
+    rng = random.Random(1)
+    results = [result("g0000", [1.0, 1.004, 0.996])]
+    results += [result(f"g{i:04d}", [1.0 + rng.gauss(0, 0.01)], (f"g{rng.randrange(i):04d}",), i) for i in range(1, 60)]
+    by_id = {r.genome_id: r for r in results}
+    birth = {r.genome_id: i for i, r in enumerate(results)}
+    index = BeliefIndex()
+    for r in results:
+        index.mark(r.genome_id)
+    index.refresh(lambda: results, by_id.__getitem__, birth.__getitem__, 0.004)  # the first refresh is a pass
+    before, scale = beliefs(results, 0.004), edit_scale(results, 0.004)
+    assert index.beliefs == before
+    late = result("g0059", [by_id["g0059"].val_bpb, 0.95], by_id["g0059"].genome.parents, 59)  # a leaf's replicate
+    results[-1] = by_id["g0059"] = late
+    index.mark("g0059")
+    index.refresh(lambda: pytest.fail("no full pass for one change"), by_id.__getitem__, birth.__getitem__, 0.004)
+    (parent,) = late.genome.parents
+    assert index.beliefs["g0059"] == belief(before[parent], late.val_bpb, 2, 0.004, scale)  # the pass's scale
+    assert index.beliefs["g0059"].mean < before["g0059"].mean
+    keys = index.ranked_keys()
+    assert keys == sorted(keys) and len(keys) == 60
+    assert [i for _, _, i in keys][0] == min(index.beliefs, key=lambda i: (index.beliefs[i].mean, birth[i]))
