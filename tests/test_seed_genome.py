@@ -147,8 +147,9 @@ def test_smoke_run_prints_a_full_summary(smoke_cache: Path, tmp_path: Path) -> N
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "FAIL" not in proc.stdout.splitlines()
     result = summary(proc.stdout)
-    assert [k for k, _ in result] == SUMMARY_KEYS
+    assert [k for k, _ in result] == [*SUMMARY_KEYS, "compiled"]  # the contract's keys, then whether compiled
     values = dict(result)
+    assert values["compiled"] == 0  # torch.compile only on CUDA
     # uniform guessing over the 512-token vocab costs 9 bits per token, and a token is >= 1 byte
     assert math.isfinite(values["val_bpb"]) and 0 < values["val_bpb"] < math.log2(512)
     assert values["training_seconds"] >= 3.0 and values["total_seconds"] >= values["training_seconds"]

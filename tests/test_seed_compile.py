@@ -1,0 +1,79 @@
+"""What can be checked of the seed's GPU path without a GPU: sliding windows through
+FlexAttention equal the dense masked reference, the model compiles as one graph with no
+recompilation across steps, and a failed compile on CUDA is an error."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+import seed_train as seed  # noqa: E402
+
+CPU = torch.device("cpu")
+
+
+@pytest.mark.parametrize("seq_len, window", [(256, 64), (200, 100), (128, 1)])
+def test_flex_attention_block_mask_equals_the_dense_masked_reference(seq_len, window):
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, seq_len, 16) for _ in range(3))  # (B, H, T, D)
+    dense = seed.windowed_attention(q, k, v, seed.sliding_window_mask(seq_len, window, CPU))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "called without torch.compile": the unfused reference kernel on CPU
+        flex = seed.windowed_attention(q, k, v, seed.sliding_window_block_mask(seq_len, window, CPU))
+    torch.testing.assert_close(flex, dense, atol=1e-5, rtol=1e-5)
+
+
+def _model() -> seed.GPT:
+    config = seed.GPTConfig(sequence_len=128, vocab_size=512, n_layer=3, n_head=2, n_embd=64, window_pattern="SSL")
+    torch.manual_seed(0)
+    model = seed.GPT(config)
+    model.init_weights()
+    assert model.windows == [64, 64, 128]  # two sliding-window layers
+    return model
+
+
+def test_the_model_with_flex_windows_gives_the_dense_models_logits():
+    model = _model()
+    idx = torch.randint(0, 512, (2, 128))
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dense = model(idx)
+        model.use_flex = True
+        flex = model(idx)
+    assert isinstance(next(iter(model.window_masks(128, CPU).values())), torch.nn.attention.flex_attention.BlockMask)
+    torch.testing.assert_close(flex, dense, atol=1e-5, rtol=1e-5)
+
+
+def test_the_model_compiles_as_one_graph_without_recompiling_across_steps(monkeypatch):
+    """fullgraph=True fails on any graph break; error_on_recompile on any recompilation.
+    (aot_eager: the graph capture and autograd of Inductor without its code generation,
+    which on CPU would take minutes of the suite.)"""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
+    model = _model()
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    for step in range(3):
+        idx, targets = torch.randint(0, 512, (2, 128)), torch.randint(0, 512, (2, 128))
+        loss = compiled(idx, targets)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        assert torch.isfinite(loss), step
+    torch._dynamo.reset()
+
+
+def test_a_failed_compile_on_cuda_is_an_error_not_a_silent_fallback():
+    source = (REPO / "seed_train.py").read_text()
+    block = source[source.index('    if device.type == "cuda":\n        # torch.compile'):source.index("    return Run(")]
+    assert "sys.exit(1)" in block and "running eager" not in block
+    assert 'print(f"compiled: {int(run.train_model is not run.model)}")' in source  # the summary says so
