@@ -24,7 +24,14 @@ from evo.engine import Engine, Execution
 from evo.evaluation import sha256_file
 from evo.evaluator import EVALUATOR_VERSION
 from evo.gitignore import ignore_outputs
-from evo.harness import HarnessError, cuda_device_count, detect_device, load_profiles, prepare_data
+from evo.harness import (
+    HarnessError,
+    corpus_warning,
+    cuda_device_count,
+    detect_device,
+    load_profiles,
+    prepare_data,
+)
 from evo.llm.client import API_KEY_ENV, api_key_from_env
 from evo.llm.prices import parse_price, price_for
 from evo.locking import RunLock
@@ -186,6 +193,9 @@ def cmd_start(args: argparse.Namespace) -> int:
         time_budget_s = float(args.time_budget or profiles[profile]["time_budget_s"])
         console.print(f"preparing data and tokenizer for profile {profile}, dataset {dataset} ...")
         prepare_data(paths.project_dir, profile, dataset)
+        warning = corpus_warning(paths.prepare_py, profile, dataset, time_budget_s)
+        if warning:
+            console.print(f"[yellow]warning:[/] {warning}")
         archive.create_run(config, time_budget_s, paths.project_dir, sha256_file(paths.prepare_py), EVALUATOR_VERSION)
         gens = f"{config.generations} generations" if config.generations else "generations until Ctrl-C"
         console.print(

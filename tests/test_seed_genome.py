@@ -185,3 +185,16 @@ def test_odd_but_valid_hyperparameters_still_run(smoke_cache: Path, tmp_path: Pa
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     values = dict(summary(proc.stdout))
     assert math.isfinite(values["val_bpb"]) and values["depth"] == 3
+
+
+def test_a_gpu_budget_larger_than_the_corpus_is_warned_with_its_numbers(smoke_cache: Path, monkeypatch) -> None:
+    """sotu holds ~2-3 M training tokens; a 300 s gpu budget trains on ~500 M."""
+    from evo.harness import corpus_warning
+
+    monkeypatch.setenv("EVO_CACHE_DIR", str(smoke_cache))  # the sotu split is prepared there
+    warning = corpus_warning(REPO / "prepare.py", "gpu", "sotu", 300.0)
+    assert warning is not None and "500 M" in warning and "--dataset climbmix" in warning, warning
+    corpus_m = float(re.search(r"about (\d+\.\d) M tokens", warning).group(1))
+    assert 1.0 < corpus_m < 5.0
+    assert corpus_warning(REPO / "prepare.py", "cpu", "sotu", 300.0) is None  # the cpu profile learns what it can
+    assert corpus_warning(REPO / "prepare.py", "gpu", "sotu", 1.0) is None  # 1.7 M tokens fit in the corpus
