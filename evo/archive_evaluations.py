@@ -182,6 +182,31 @@ class EvaluationTable:
         return mean, n
 
 
+    def duty_cycle(self, run: str) -> list[tuple[str, int, float, float, float | None, float | None]]:
+        """Per evaluation slot (device) of ``run``: ``(device, evaluations, training seconds,
+        wall seconds from its first start to its last finish, median and max idle gap in
+        seconds between one evaluation's finish and the next one's start)``. Training seconds
+        are what the genomes report (0 for those that report none), capped at each
+        evaluation's wall seconds (a genome cannot claim more); the rest is the engine's clock."""
+        with self._tx(read_only=True) as con:
+            rows = con.execute(_DUTY_SQL, [run]).fetchall()
+        return [(d, n, float(t or 0.0), float(w or 0.0), gm, gx) for d, n, t, w, gm, gx in rows]
+
+
+_DUTY_SQL = """
+WITH e AS (
+    SELECT device, started_at, finished_at, least(coalesce(training_seconds, 0), coalesce(wall_s, 0)) AS training_s,
+           date_diff('millisecond', lag(finished_at) OVER (PARTITION BY device ORDER BY started_at), started_at)
+               / 1000.0 AS gap_s
+    FROM evaluations
+    WHERE run = ? AND device IS NOT NULL AND started_at IS NOT NULL AND finished_at IS NOT NULL
+)
+SELECT device, count(*), sum(training_s),
+       date_diff('millisecond', min(started_at), max(finished_at)) / 1000.0, median(gap_s), max(gap_s)
+FROM e GROUP BY device ORDER BY device
+"""
+
+
 def _evaluation(row: Sequence[Any], columns: dict[str, float | None] | None = None) -> EvaluationRecord:
     """An EvaluationRecord from a row of ``_EVAL_COLUMNS``; ``columns``: metrics read from
     their own columns instead of the JSON (NULLs left out)."""

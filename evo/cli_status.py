@@ -68,6 +68,7 @@ class StatusView:
     state: str
     now: dt.datetime
     verdict: Verdict | None = None
+    duty: list[tuple[str, int, float, float, float | None, float | None]] | None = None
 
     @property
     def seed(self) -> Node | None:
@@ -110,7 +111,7 @@ def load_status(archive: Archive, record: RunRecord, engine: Holder | None, stat
     best = next((n for n in nodes if n.genome_id == verdict.best), None)
     return StatusView(record, config, nodes, shown, len(nodes), noise, best, details,
                       archive.overhead_s(record.run), archive.llm_calls(record.run), engine, state,
-                      dt.datetime.now(dt.timezone.utc).replace(tzinfo=None), verdict)
+                      dt.datetime.now(dt.timezone.utc).replace(tzinfo=None), verdict, archive.duty_cycle(record.run))
 
 
 # ---------------------------------------------------------------------------- JSON
@@ -171,7 +172,9 @@ def status_json(view: StatusView) -> dict[str, Any]:
     COMPLETE genome, :mod:`evo.racing`; both ``None`` without a noise floor), ``genomes`` in
     creation order (id, rank among COMPLETE genomes, generation, parents, operator,
     description, state, failure_kind, val_bpb {mean, std, n}), ``running`` (slot,
-    genome_id, attempt, elapsed_s, budget_left_s), ``operators`` (name -> children,
+    genome_id, attempt, elapsed_s, budget_left_s), ``slots`` (per device: evaluations,
+    training_s as the genomes report it, wall_s from the first start to the last finish,
+    duty_cycle = training_s / wall_s, idle gaps between evaluations), ``operators`` (name -> children,
     improved, weight: the credit the engine draws operators by, :mod:`evo.credit`, over
     the latest births), ``llm`` (model, attempts, children,
     failed by outcome, tokens, spend_usd; ``None`` without calls). Times are UTC ISO 8601;
@@ -210,6 +213,11 @@ def status_json(view: StatusView) -> dict[str, Any]:
             for n, last, elapsed, left in _running(view)
         ],
         "llm": _llm_summary(view.llm_calls),
+        "slots": [
+            {"device": d, "evaluations": n, "training_s": round(t, 1), "wall_s": round(w, 1),
+             "duty_cycle": round(t / w, 4) if w > 0 else None, "idle_gap_median_s": g, "idle_gap_max_s": x}
+            for d, n, t, w, g, x in view.duty or []
+        ],
         "operators": {name: {"children": c.children, "improved": c.improved, "weight": round(c.weight, 4)}
                       for name, c in _credit(view).items()},
     }
@@ -240,6 +248,11 @@ def header_lines(view: StatusView) -> list[str]:
     overhead, counted = view.overhead_s
     if counted:
         lines.append(f"mean wall time not spent training, per evaluation: {overhead:.1f} s")
+    for device, n, training_s, wall_s, gap_median, gap_max in view.duty or []:
+        if wall_s > 0:
+            gaps = f", idle gap median {gap_median:.1f} s (max {gap_max:.1f} s)" if gap_median is not None else ""
+            lines.append(f"slot {device}: trains {100 * training_s / wall_s:.0f}% of the time ({training_s:.0f} of "
+                         f"{wall_s:.0f} s, {n} evaluations){gaps}")
     noise = view.noise
     if noise is not None:
         lines.append(f"noise floor sigma {noise.sigma:.6f} (90% {noise.low:.6f}-{noise.high:.6f}, pooled over "

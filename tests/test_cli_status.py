@@ -107,8 +107,19 @@ def test_json_holds_the_run_noise_floor_best_and_every_genome(fake, capsys):
     assert data["declared_best"]["genome_id"] == top.genome_id
     assert data["declared_best"]["val_bpb"] == top.val_bpb
     sigma = data["noise_floor"]
-    assert sigma is None or sigma["margin"] == pytest.approx(sigma["k"] * sigma["sigma"])
+    assert sigma is None or sigma["sigma_90"][0] <= sigma["sigma"] <= sigma["sigma_90"][1]
     assert data["running"] == [] and data["states"]["PENDING"] == 2
+    # the slot's duty cycle: training seconds the genomes report over the engine's wall span
+    finished = [e for e in fake.archive.evaluations(fake.run) if e.finished_at is not None]
+    (slot,) = data["slots"]
+    span = (max(e.finished_at for e in finished) - min(e.started_at for e in finished)).total_seconds()
+    assert slot["device"] == "cpu" and slot["evaluations"] == len(finished)
+    reported = sum(min(e.metrics.get("training_seconds", 0), e.wall_s or 0) for e in finished)
+    assert slot["training_s"] == pytest.approx(reported, abs=0.1)
+    assert slot["wall_s"] == pytest.approx(span, abs=0.1)
+    assert slot["duty_cycle"] == pytest.approx(slot["training_s"] / slot["wall_s"], abs=1e-3)
+    assert 0 <= slot["idle_gap_median_s"] <= slot["idle_gap_max_s"]
+    assert set(data["operators"]) == {"optuna", "hyperparam", "crossover"}
 
 
 def test_evo_status_prints_the_leaderboard_fitted_to_its_console(fake, capsys, monkeypatch):
