@@ -488,8 +488,8 @@ def setup(t_start: float) -> Run:
         # Compilation is lazy: one forward/backward now. A failure is an error, not a silent
         # fall back to eager: an eager run at a third of the speed would be scored as if the
         # genome's ideas were worse. Sliding windows go through FlexAttention, which needs it.
-        model.window_masks(MAX_SEQ_LEN, device)  # block masks built before compilation
         model.use_flex = any(w < MAX_SEQ_LEN for w in model.windows)
+        model.window_masks(MAX_SEQ_LEN, device)  # block masks built before compilation
         try:
             compiled = torch.compile(model)
             x, y, _ = next(loader)

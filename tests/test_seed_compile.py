@@ -76,4 +76,6 @@ def test_a_failed_compile_on_cuda_is_an_error_not_a_silent_fallback():
     source = (REPO / "seed_train.py").read_text()
     block = source[source.index('    if device.type == "cuda":\n        # torch.compile'):source.index("    return Run(")]
     assert "sys.exit(1)" in block and "running eager" not in block
+    # the block masks are built (flex on) before compilation, not lazily inside the traced graph
+    assert block.index("model.use_flex = any(") < block.index("model.window_masks(MAX_SEQ_LEN, device)")
     assert 'print(f"compiled: {int(run.train_model is not run.model)}")' in source  # the summary says so
