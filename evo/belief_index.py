@@ -16,7 +16,7 @@ from bisect import bisect_left, insort
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from evo.posterior import Belief, EditScale, belief, beliefs, edit_scale, parents_belief
+from evo.posterior import Belief, EditScale, belief, beliefs, edit_scale, parents_belief, parents_of
 
 FULL_BELOW = 2000  # genomes up to which every change triggers a full pass
 FULL_SHARE = 0.02  # changes (as a share of the genomes) that trigger a full pass
@@ -84,8 +84,7 @@ class BeliefIndex:
         if self._sigma is None or self._scale is None:
             new = Belief(r.val_bpb, 0.0, r.n)
         else:
-            parents = r.parents if hasattr(r, "parents") else r.genome.parents
-            prior = parents_belief(self.beliefs[p] for p in parents if p in self.beliefs)
+            prior = parents_belief(self.beliefs[p] for p in parents_of(r) if p in self.beliefs)
             new = belief(prior, r.val_bpb, r.n, self._sigma, self._scale)
         self.beliefs[genome_id] = new
         key = self._keys[genome_id] = (new.mean, birth, genome_id)

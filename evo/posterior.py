@@ -132,20 +132,13 @@ def beliefs(results: Sequence[Any], sigma: float | None, scale: EditScale | None
                 out[r.genome_id] = Belief(r.val_bpb, 0.0, r.n)
         return out
     scale = scale or edit_scale(results, sigma)
-    tau_sq, delta, sigma_sq = scale.tau**2, scale.delta, sigma**2
     for r in results:
         mean = r.val_bpb
         if mean is None:
             continue
         parents = [out[p] for p in parents_of(r) if p in out]
-        if len(parents) == 1:  # the common case, inlined: belief(parents[0], ...)
-            prior = parents[0]
-            prior_var = prior.sd * prior.sd + tau_sq
-            data_var = sigma_sq / r.n
-            var = 1 / (1 / prior_var + 1 / data_var)
-            out[r.genome_id] = Belief(var * ((prior.mean + delta) / prior_var + mean / data_var), math.sqrt(var), r.n)
-        else:
-            out[r.genome_id] = belief(parents_belief(parents), mean, r.n, sigma, scale)
+        prior = parents[0] if len(parents) == 1 else parents_belief(parents)
+        out[r.genome_id] = belief(prior, mean, r.n, sigma, scale)
     return out
 
 

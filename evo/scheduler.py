@@ -177,14 +177,15 @@ class Scheduler:
         Costs what the run's unfinished genomes cost, plus the verdict's recomputation after
         a fitness changed (:meth:`RunState.verdict`).
         """
-        for r in state.unfinished():
+        unfinished = state.unfinished()
+        for r in unfinished:
             if r.state != "RUNNING":
                 return Due(r, r.counted)
         seed = state.seed()
         if seed is not None and seed.is_complete and seed.state != "RUNNING" and seed.counted < self.config.noise_replicates:
             return Due(seed, seed.counted)
         verdict = state.verdict(self.config.best_replicates)
-        busy = {r.genome_id for r in state.unfinished() if r.state == "RUNNING"}
+        busy = {r.genome_id for r in unfinished}  # all RUNNING: any other was returned above
         chosen = race_replicate(verdict, self.config.best_replicates, busy, state.replicates, state.counted)
         if chosen is None:
             return None
