@@ -25,7 +25,9 @@ from evo.results import GenomeResult
 
 
 def survivors(results: Sequence[GenomeResult], mu: int) -> list[GenomeResult]:
-    """The ``mu`` best COMPLETE genomes, best first (ties by age); O(n log mu)."""
+    """The ``mu`` COMPLETE genomes of lowest mean val_bpb, best first (ties by age); O(n log mu).
+    (The engine ranks its survivors by posterior mean, :meth:`evo.state.RunState.believed`;
+    this is the raw-mean ranking that :meth:`evo.state.RunState.best` keeps.)"""
     return heapq.nsmallest(mu, (r for r in results if r.is_complete), key=lambda r: (r.val_bpb, r.genome.created_at))
 
 

@@ -223,7 +223,8 @@ class RunState:
                 yield self._results[genome_id]
 
     def best(self, n: int, born_before: int | None = None) -> list[GenomeResult]:
-        """The ``n`` best COMPLETE genomes (see :meth:`ranked`): the (mu + lambda) survivors."""
+        """The ``n`` COMPLETE genomes of lowest mean val_bpb (see :meth:`ranked`): what the
+        operators' context shows. Survivors are ranked by posterior mean: :meth:`believed`."""
         chosen: list[GenomeResult] = []
         for r in self.ranked(born_before):
             if len(chosen) >= n:

@@ -3,19 +3,22 @@
 The search space is derived from the parent's ALL_CAPS block: positive floats get a
 log-scale range around their value, ints an integer range (powers of two move on their
 exponent), ratios stay in [0, 1], betas in (0, 1), strings and booleans are categorical.
-Every COMPLETE genome of the run with the same constant names becomes a finished trial
-(its posterior mean the objective, :mod:`evo.posterior`, else its mean val_bpb), and so
-does every recent failed genome, with the worst value that completed (a failure imputed
-as the worst outcome, so the model learns where the cliffs are), so the study is rebuilt from the archive on every proposal
-and a resumed run keeps its knowledge. The sampler then asks for one new point.
+Every genome of the operators' context (the run's best and latest COMPLETE genomes) with
+the same constant names becomes a finished trial, its posterior mean the objective
+(:mod:`evo.posterior`; its mean val_bpb without a noise floor), and so does every recent
+failed genome, with the worst value that completed (a failure imputed as the worst
+outcome, so the model learns where the cliffs are). The study is rebuilt from the archive
+on every proposal, so a resumed run keeps its knowledge. The sampler then asks for one
+new point.
 
 Samplers: Gaussian-process Bayesian optimization (Snoek et al. 2012, "Practical Bayesian
 Optimization of Machine Learning Algorithms"; optuna's GPSampler, a Matern-5/2 GP with a
 noise term and log expected improvement) over every searchable constant, by default: on
 the synthetic landscapes of ``benchmarks/search_suite.py`` it finds far better constants
-per evaluation than TPE. TPE (Bergstra et al. 2011, "Algorithms for Hyper-Parameter
-Optimization"; optuna's TPESampler) and CMA-ES (Hansen 2016, "The CMA Evolution Strategy:
-A Tutorial"; optuna's CmaEsSampler) search a few constants at a time, as options.
+per evaluation than TPE. As options: TPE (Bergstra et al. 2011, "Algorithms for
+Hyper-Parameter Optimization"; optuna's TPESampler) over every constant, and CMA-ES
+(Hansen 2016, "The CMA Evolution Strategy: A Tutorial"; optuna's CmaEsSampler) over a few
+constants at a time.
 """
 
 from __future__ import annotations
@@ -181,7 +184,7 @@ def build_study(space: Mapping[str, BaseDistribution], history: Sequence[tuple[s
 class OptunaProposal:
     """Ask an optuna sampler, fed with every evaluated genome sharing the parent's constants.
 
-    The GP sampler searches every constant at once. TPE and CMA-ES proposals search
+    The GP and TPE samplers search every constant at once; CMA-ES proposals search
     ``subspace_size`` constants drawn by the weights of :func:`evo.credit.constant_weights`
     (a random subspace, as in coordinate-wise search, biased toward the constants whose
     edits paid off); the study's trials cover those constants' values in
@@ -189,7 +192,10 @@ class OptunaProposal:
 
     Args:
         sampler: ``gp`` (default), ``tpe`` or ``cmaes``.
-        subspace_size: constants searched per proposal (default: all for ``gp``, else 3).
+        subspace_size: constants searched per proposal (default: all for ``gp`` and ``tpe``,
+            3 for ``cmaes``).
+        trust_factor: search only the parent's value / f to x f, leaving history outside
+            out of the study (default: ``TRUST_FACTOR`` for ``gp``, none otherwise).
     """
 
     name = "optuna"
@@ -228,9 +234,9 @@ class OptunaProposal:
             space = search_space(constants, [c for _, _, c in shared])
         else:  # a trust region around the parent: history outside it is left out of the study
             space = search_space(constants, (), factor=self.trust_factor)
-        # TPE and CMA-ES search a random subspace of a few constants, the rest held at the
-        # parent's values: with the handful of trials a run has, they are close to random
-        # search over the whole block. The GP's model of every constant is not.
+        # CMA-ES searches a random subspace of a few constants, the rest held at the parent's
+        # values: with the handful of trials a run has, it is close to random search over the
+        # whole block. The GP (in its trust region) and TPE model every constant.
         names_in_space = sorted({p.partition(":")[0].split("[")[0] for p in space})
         if self.subspace_size is None:
             chosen = set(names_in_space)
