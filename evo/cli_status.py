@@ -127,7 +127,7 @@ def _credit(view: StatusView) -> dict[str, OperatorCredit]:
         return {}
     configured = {n: w for n, w in view.config.operators.items() if w > 0}
     sigma = view.noise.sigma if view.noise is not None else None
-    return operator_credit(view.nodes[-OPERATOR_WINDOW:], view.verdict.beliefs, configured, sigma)
+    return operator_credit(view.nodes, view.verdict.beliefs, configured, sigma)
 
 
 def _p_best(view: StatusView) -> float | None:

@@ -45,13 +45,14 @@ class OperatorCredit:
 def operator_credit(
     results: Sequence[Any], believed: Mapping[str, Belief], configured: Mapping[str, float], sigma: float | None = None,
 ) -> dict[str, OperatorCredit]:
-    """Operator name -> :class:`OperatorCredit` over ``results`` (GenomeResults or lineage
-    Nodes), for the operators of ``configured`` (name -> configured weight); a child
-    improves when its posterior mean is below its best parent's by more than ``sigma``
-    (an edit that changes nothing would otherwise "improve" half the time by noise)."""
+    """Operator name -> :class:`OperatorCredit` over the latest ``OPERATOR_WINDOW`` of
+    ``results`` (every genome of the run, in birth order: GenomeResults or lineage Nodes),
+    for the operators of ``configured`` (name -> configured weight); a child improves when
+    its posterior mean is below its best parent's by more than ``sigma`` (an edit that
+    changes nothing would otherwise "improve" half the time by noise)."""
     children: Counter[str] = Counter()
     improved: Counter[str] = Counter()
-    for r in results:
+    for r in results[-OPERATOR_WINDOW:]:
         operator = getattr(r, "operator", None) or r.genome.operator
         child = believed.get(r.genome_id)
         parents = [believed[p] for p in parents_of(r) if p in believed]

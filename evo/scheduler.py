@@ -46,7 +46,7 @@ from functools import partial
 from evo import genome as genome_files
 from evo.breeding import Breeder, Child, ChildPlan, EngineError, NoChildError
 from evo.config import SEED_OVERRIDES, RunConfig
-from evo.credit import OPERATOR_WINDOW, constant_weights, operator_credit, operator_weights
+from evo.credit import constant_weights, operator_credit, operator_weights
 from evo.operators import Context, MutationOperator
 from evo.operators.cst_tools import describe_change, read_constants, set_constants
 from evo.operators.optuna_sampler import cached_constants
@@ -303,8 +303,7 @@ class Scheduler:
         """Operator name -> weight for the next child: the run's, adapted by credit (:mod:`evo.credit`)."""
         configured = {n: self.config.operators[n] for n in self.operators}
         believed = state.verdict(self.config.best_replicates).beliefs
-        window = state.cohort(max(0, len(state) - OPERATOR_WINDOW), OPERATOR_WINDOW)
-        return operator_weights(operator_credit(window, believed, configured, state.sigma()))
+        return operator_weights(operator_credit(state.results(), believed, configured, state.sigma()))
 
     def _placed(self, state: RunState, cohort: int, child: Child) -> Child:
         generation = self.generation_of(state, cohort, child.parents)
