@@ -11,9 +11,16 @@ import ast
 import hashlib
 import os
 import tempfile
+import threading
 from pathlib import Path
 
 import libcst as cst
+
+
+# CPython 3.11 keeps ast.parse's recursion counter per interpreter, not per thread: two
+# threads parsing at once (a proposal thread and the engine) can fail with "SystemError: AST
+# constructor recursion depth mismatch" (python/cpython#106905). Every ast.parse in evo holds this.
+_AST_LOCK = threading.Lock()
 
 
 class InvalidGenomeError(ValueError):
@@ -32,7 +39,8 @@ def normalize(code: str) -> str:
         InvalidGenomeError: the source does not parse.
     """
     try:
-        return ast.unparse(ast.parse(code))
+        with _AST_LOCK:
+            return ast.unparse(ast.parse(code))
     except SyntaxError as exc:
         raise InvalidGenomeError(f"genome does not parse: line {exc.lineno}: {exc.msg}") from exc
 
