@@ -16,7 +16,6 @@ from pathlib import Path
 
 import libcst as cst
 
-
 # CPython 3.11 keeps ast.parse's recursion counter per interpreter, not per thread: two
 # threads parsing at once (a proposal thread and the engine) can fail with "SystemError: AST
 # constructor recursion depth mismatch" (python/cpython#106905). Every ast.parse in evo holds this.

@@ -79,6 +79,7 @@ DEVICE = "ray"  # a job's device until its task reports the node it ran on
 NODE_PROJECTS = Path("~/.cache/evo/ray")  # node-local projects, one per harness sha256
 TICK_INTERVAL_S = 1.0  # how often wait() reports the elapsed time of running jobs
 CANCEL_GRACE_S = 10.0  # close(): how long cancelled tasks get to kill their genome themselves
+FORCED_EXIT_WAIT_S = 5.0  # close(): how long it waits for force-cancelled tasks' workers to die
 
 # Ray's errors for a task whose worker, node or result was lost (names missing from an older Ray are skipped).
 _LOST_NAMES = (
@@ -105,14 +106,22 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _work_folder() -> Path:
-    """A fresh node-local folder for one evaluation; folders of dead workers are removed first."""
+def _remove_dead_work_folders() -> Path:
+    """Remove this node's evaluation folders whose worker process is gone; returns their parent.
+
+    A task whose worker was killed (a forced cancel, a crash) never ran its own clean-up."""
     base = Path(tempfile.gettempdir()) / "evo-ray"
     base.mkdir(parents=True, exist_ok=True)
     for old in base.iterdir():
         pid = old.name.split("-", 1)[0]
         if pid.isdigit() and not _pid_alive(int(pid)):
             shutil.rmtree(old, ignore_errors=True)
+    return base
+
+
+def _work_folder() -> Path:
+    """A fresh node-local folder for one evaluation; folders of dead workers are removed first."""
+    base = _remove_dead_work_folders()
     folder = base / f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
     folder.mkdir()
     return folder
@@ -416,20 +425,28 @@ class RayPool:
 
     def close(self, timeout_s: float = CANCEL_GRACE_S) -> None:
         """Cancel every task in flight: first as an interrupt (the task kills its genome and
-        removes its workspace), then, past ``timeout_s``, by killing its worker."""
+        removes its workspace), then, past ``timeout_s`` (0: at once), by killing its worker. The folders
+        of killed workers on this node are removed (other nodes remove theirs at their next
+        evaluation)."""
         if self._closed:
             return
         self._closed = True
         flight, self._flight, self._early = self._flight, [], []
         refs = [f.ref for f in flight]
         if refs and ray.is_initialized():
-            for ref in refs:
+            if timeout_s > 0:
+                for ref in refs:
+                    with contextlib.suppress(Exception):
+                        ray.cancel(ref, force=False)
                 with contextlib.suppress(Exception):
-                    ray.cancel(ref, force=False)
-            with contextlib.suppress(Exception):
-                _, refs = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+                    _, refs = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
             for ref in refs:
                 with contextlib.suppress(Exception):
                     ray.cancel(ref, force=True)
+            if refs:
+                with contextlib.suppress(Exception):
+                    ray.wait(refs, num_returns=len(refs), timeout=FORCED_EXIT_WAIT_S)
+                with contextlib.suppress(OSError):
+                    _remove_dead_work_folders()
         if self._started_ray and ray.is_initialized():
             ray.shutdown()
