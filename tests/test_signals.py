@@ -17,6 +17,12 @@ from evo.operators.cst_tools import set_constants
 from evo.records import EvalState
 
 
+def _default_sigint():
+    """Python ignores SIGINT in a process that starts with it ignored, as a background job of
+    a non-interactive shell does (pytest run with ``&``): the engine must see Ctrl-C here."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_stops_the_run_with_status_130_and_a_consistent_archive(tmp_path, signum):
     project = add_harness(tmp_path)
@@ -26,7 +32,7 @@ def test_a_signal_stops_the_run_with_status_130_and_a_consistent_archive(tmp_pat
     engine = subprocess.Popen(
         [sys.executable, "-m", "evo", "start", "--project", str(project), "--profile", "smoke", "--fitness",
          "reported", "--seed-genome", "seed.py", "--population", "4", "--run", "sig", "--sandbox", "none"],
-        cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=_default_sigint,
     )
     deadline = time.monotonic() + 120
     try:
