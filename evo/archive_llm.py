@@ -55,6 +55,8 @@ class LLMCallTable:
     def llm_calls(self, run: str) -> list[LLMCallRecord]:
         """Every LLM call of a run, oldest first, each with the child genome it led to (if recorded)."""
         with self._tx(read_only=True) as con:
+            if con.execute("SELECT 1 FROM llm_calls WHERE run = ? LIMIT 1", [run]).fetchone() is None:
+                return []  # (the child look-up below costs a join over the run's genomes even then)
             rows = con.execute(
                 "SELECT c.call_id, c.run, c.parent_id, c.model, c.round, c.input_tokens, c.output_tokens, c.cost_usd, "
                 "c.latency_s, c.outcome, c.error, c.child_sha256, c.created_at, "

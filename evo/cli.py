@@ -237,6 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
     _slots_options(p)
     p.add_argument("--max-llm-cost", type=float, default=None, metavar="USD",
                    help="new cap on the run's total LLM spend (default: as started)")
+    p.add_argument("--llm-model", default=None, metavar="MODEL",
+                   help="the Claude model from now on (default: as started), e.g. after the API did not know it")
+    p.add_argument("--llm-base-url", default=None, metavar="URL", help="the Messages API address from now on")
+    p.add_argument("--llm-price", default=None, metavar="IN,OUT",
+                   help="USD per million input and output tokens of --llm-model, where evo has no price for it")
     p.set_defaults(func=_verb("evo.cli_run", "cmd_resume"))
 
     p = sub.add_parser("runs", parents=[project], help="list the runs of the archive",

@@ -229,6 +229,13 @@ def cmd_resume(args: argparse.Namespace) -> int:
             config = dataclasses.replace(config, generations=args.generations)
         if args.max_llm_cost is not None:
             config = dataclasses.replace(config, max_llm_cost_usd=args.max_llm_cost)
+        price = parse_price(args.llm_price) if args.llm_price else None
+        if args.llm_model is not None:  # a new model keeps no price of the old one
+            config = dataclasses.replace(config, llm_model=args.llm_model, llm_price=price)
+        elif price is not None:
+            config = dataclasses.replace(config, llm_price=price)
+        if args.llm_base_url is not None:
+            config = dataclasses.replace(config, llm_base_url=args.llm_base_url)
         config = _llm_ready(config, paths)
         device = detect_device()
         execution = _execution(args, device)

@@ -12,7 +12,7 @@ estimator and its generalizations"; Gelman et al., "Bayesian Data Analysis", ch.
   tau^2)`` (the mean of a crossover child's parents), ``delta`` the typical effect of an
   edit (usually > 0: most edits hurt) and ``tau`` its spread, both estimated from the
   run's (child, parent) pairs with robust moments (median and MAD of the differences of
-  their means, less the noise's share);
+  their means, less the noise's share), over the run's latest ``EDIT_WINDOW`` pairs;
 * a genome without a COMPLETE parent (the seed) has a flat prior: its belief is its mean.
 
 Beliefs are computed in birth order, a parent's belief being its children's prior (a
@@ -37,6 +37,7 @@ PROB_TOP = 24  # genomes the probability of being best is computed over
 QUADRATURE_POINTS = 400
 MIN_TAU_FACTOR = 0.5  # tau >= this * sigma: an edit is never assumed to change nothing
 MIN_PAIRS = 3  # (child, parent) pairs before tau and delta are estimated
+EDIT_WINDOW = 4096  # the latest (child, parent) pairs tau and delta are estimated from
 
 
 class Belief(NamedTuple):
@@ -66,7 +67,9 @@ def parents_of(result: Any) -> tuple[str, ...]:
 
 
 def edit_scale(results: Sequence[Any], sigma: float) -> EditScale:
-    """The run's :class:`EditScale` from every COMPLETE child whose parents completed.
+    """The run's :class:`EditScale` from its latest ``EDIT_WINDOW`` COMPLETE children whose
+    parents completed (what edits do now: a population near an optimum is hurt by more of
+    them than the seed was; and a cost that does not grow with the run).
 
     ``d = mean(child) - mean(parents)``; ``delta = median(d)``; ``tau^2 = (1.4826 MAD(d))^2``
     less the noise's share ``sigma^2 (1/n_child + 1/n_parent)`` (averaged), floored at
@@ -78,18 +81,13 @@ def edit_scale(results: Sequence[Any], sigma: float) -> EditScale:
     done = {r.genome_id: (r.val_bpb, r.n) for r in results if r.val_bpb is not None}
     diffs: list[float] = []
     noise_share: list[float] = []
-    for r in results:
+    for r in reversed(results):
+        if len(diffs) >= EDIT_WINDOW:
+            break
         mean = r.val_bpb
         if mean is None:
             continue
-        ids = parents_of(r)
-        if len(ids) == 1:
-            parent = done.get(ids[0])
-            if parent is not None:
-                diffs.append(mean - parent[0])
-                noise_share.append(1 / r.n + 1 / parent[1])
-            continue
-        parents = [done[p] for p in ids if p in done]
+        parents = [done[p] for p in parents_of(r) if p in done]
         if len(parents) == 1:
             (parent_mean, n), = parents
             diffs.append(mean - parent_mean)

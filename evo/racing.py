@@ -66,9 +66,12 @@ def judge(results: Sequence[Any], sigma: float | None, best_replicates: int, kno
         best_replicates: COMPLETE evaluations a genome needs to be declared best.
         known: beliefs already computed for these results (:func:`evo.posterior.beliefs`).
     """
-    believed = known if known is not None else beliefs(results, sigma)
-    get = believed.get
-    keys = [(b.mean, i, r.genome_id) for i, r in enumerate(results) if (b := get(r.genome_id)) is not None]
+    if known is None:  # beliefs() keeps birth order
+        believed = beliefs(results, sigma)
+        keys = [(b.mean, i, genome_id) for i, (genome_id, b) in enumerate(believed.items())]
+    else:
+        believed, get = known, known.get
+        keys = [(b.mean, i, r.genome_id) for i, r in enumerate(results) if (b := get(r.genome_id)) is not None]
     first = next((r.genome_id for r in results if r.is_complete), None)
     return judge_ranked(believed, _lowest_first(keys), sigma, best_replicates, first)
 

@@ -215,3 +215,32 @@ def test_the_time_limits_are_documented_in_the_help(capsys):
     assert RunConfig(run="r", profile="smoke").llm_timeout_s == 120.0
     with pytest.raises(ValueError, match="--llm-timeout must be > 0"):
         RunConfig(run="r", profile="smoke", llm_timeout_s=0)
+
+
+def test_a_run_stopped_by_an_unknown_model_resumes_with_another_model(key, quick_backoff, tmp_path, fake_genome,
+                                                                     capsys):
+    """The stop line names the way on (``evo resume --run R --llm-model MODEL``), and it works:
+    the resumed run asks the API with the new model and goes on to its end."""
+    shutil.copy(PROGRAM_MD, tmp_path / "program.md")
+    project = add_harness(tmp_path)
+    (project / "seed.py").write_text(fake_genome)
+
+    def responder(request, n):
+        return unknown_model(request, n) if request["model"] == "claude-nonexistent-9" else smart()(request, n)
+
+    with FakeMessagesAPI(responder) as api:
+        common = ["--project", str(project), "--llm-base-url", api.url]
+        rc = main(["start", *common, "--run", "r", "--profile", "smoke", "--fitness", "reported", "--sandbox", "none",
+                   "--seed-genome", str(project / "seed.py"), "--population", "2", "--generations", "2",
+                   "--noise-replicates", "1",
+                   "--operators", "llm=1", "--llm-model", "claude-nonexistent-9", "--llm-price", "1,1"])
+        said = capsys.readouterr()
+        out = said.out + said.err
+        assert rc != 0 and "evo resume --run r --llm-model MODEL" in " ".join(out.split()), out
+        assert main(["resume", *common, "--run", "r", "--llm-model", "claude-imaginary-8", "--llm-price", "1,2"]) == 0
+    archive = Archive(project / "archive" / "evo.duckdb", read_only=True)
+    results = genome_results(archive.genomes("r"), archive.evaluations("r"))
+    assert len(results) == 4 and all(r.is_finished for r in results)
+    models = [c.model for c in archive.llm_calls("r")]
+    assert models[0] == "claude-nonexistent-9" and models[-1] == "claude-imaginary-8"
+    assert {r["model"] for r in api.requests} == {"claude-nonexistent-9", "claude-imaginary-8"}

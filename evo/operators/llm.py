@@ -254,8 +254,8 @@ class LLMMutation:
                 where = f" at {self.settings.base_url}" if self.settings.base_url else ""
                 self._stop(Stopped(
                     f"the Messages API{where} does not know the model {self.settings.model!r} ({exc})",
-                    f"run {self._run or 'RUN'} keeps its model: start a new run with --llm-model set to a model the "
-                    "API serves (and check --llm-base-url)",
+                    f"evo resume --run {self._run or 'RUN'} --llm-model MODEL, with a model the API serves (and "
+                    "check --llm-base-url)",
                     fatal=True,
                 ))
                 return OperatorResult.skip(f"not_found: {exc}")
