@@ -1,28 +1,31 @@
 """Progress output while a run works: one line per busy evaluation slot, the best so far.
 
-On a terminal a live display (rich) keeps one row per slot: its device, the genome, its
-place in its cohort (``3/8``), the operator's description cut to fit the width, a bar of
-wall time against the training budget, and the seconds left. Finished genomes, new bests
-and messages are printed as permanent lines above it, which is also all that is printed
-when output goes to a file.
+On a terminal a live display (rich) shows the generation and the declared best on its
+first line, then one row per slot: its device, the genome, its generation and place in
+its cohort (``gen 2 3/8``), the operator's description cut to fit the width, a bar of
+wall time against the training budget, and the seconds of budget left (``+Ns`` once the
+wall time is past the budget: start-up and the final evaluation). Every line fits the
+terminal's width. Finished genomes, new declared bests and messages are printed as
+permanent lines above it, which is also all that is printed when output goes to a file.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
+from rich.text import Text
 
 from evo.records import EvalState, EvaluationRecord, GenomeRecord
 from evo.results import GenomeResult
 from evo.runner import Tick
 
 BAR_WIDTH = 10
-TIME_WIDTH = 9  # " 123/300s"
+TIME_WIDTH = 10  # " 123s left"
 
 
 class Reporter(Protocol):
@@ -51,6 +54,24 @@ def _cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(0, width - 1)] + "…"
 
 
+def clock(elapsed_s: float, time_budget_s: float) -> str:
+    """The seconds of training budget left (``"  12s left"``), or ``"+Ns"`` past it."""
+    if elapsed_s <= time_budget_s:
+        return f"{min(time_budget_s - elapsed_s, 99999):4.0f}s left"
+    return f"+{min(elapsed_s - time_budget_s, 99999):.0f}s".rjust(TIME_WIDTH - 1)
+
+
+class _LiveRows(Progress):
+    """rich's Progress with a first line above the rows (the generation and the declared best)."""
+
+    header = ""
+
+    def get_renderables(self) -> Iterable[RenderableType]:
+        if self.header:
+            yield Text(self.header, no_wrap=True, overflow="ellipsis")
+        yield self.make_tasks_table(self.tasks)
+
+
 class ConsoleReporter:
     """Reporter printing to a rich console (a live row per slot on a terminal, plain lines otherwise).
 
@@ -63,6 +84,7 @@ class ConsoleReporter:
         self.console = console or Console()
         self.time_budget_s = time_budget_s
         self.best: GenomeResult | None = None
+        self.generation: int | None = None
         self._lock = threading.Lock()
         self._progress: Progress | None = None
         self._rows: dict[str, TaskID] = {}  # slot -> its live row
@@ -74,18 +96,26 @@ class ConsoleReporter:
         if not self.console.is_terminal:
             return None
         if self._progress is None:
-            self._progress = Progress(
+            self._progress = _LiveRows(
                 TextColumn("{task.description}", markup=False),
                 BarColumn(bar_width=BAR_WIDTH),
                 TextColumn("{task.fields[clock]}", markup=False),
                 console=self.console, transient=True,
             )
+            self._progress.header = self._header()
             self._progress.start()
         return self._progress
 
+    def _header(self) -> str:
+        parts = [f"generation {self.generation}"] if self.generation is not None else []
+        best = self.best
+        if best is not None and best.val_bpb is not None:
+            parts.append(f"declared best {best.genome_id} val_bpb {best.val_bpb:.6f} (n={best.n})")
+        return " · ".join(parts)
+
     def _label(self, device: str, genome: GenomeRecord, index: int, population: int, attempt: int) -> str:
         again = f" a{attempt}" if attempt > 1 else ""
-        head = f"{device} {genome.genome_id} {index}/{population}{again} "
+        head = f"{device} {genome.genome_id} gen {genome.generation} {index}/{population}{again} "
         room = self.console.width - BAR_WIDTH - TIME_WIDTH - 3 - len(head)
         return head + _cut(genome.description, max(8, room))
 
@@ -101,6 +131,10 @@ class ConsoleReporter:
     # ------------------------------------------------------------------ events
 
     def generation_started(self, generation: int, population: int) -> None:
+        self.generation = generation
+        with self._lock:
+            if self._progress is not None:
+                self._progress.header = self._header()
         self.message(f"[bold]generation {generation}[/] · {population} children")
 
     def genome_started(self, genome: GenomeRecord, index: int, population: int, attempt: int, device: str) -> None:
@@ -121,22 +155,30 @@ class ConsoleReporter:
             task = self._rows.get(device)
             if task is None or self._progress is None:
                 return
-            clock = f"{min(tick.elapsed_s, 9999):4.0f}/{self.time_budget_s:.0f}s"
-            self._progress.update(task, completed=min(tick.elapsed_s, self.time_budget_s), clock=clock)
+            self._progress.update(task, completed=min(tick.elapsed_s, self.time_budget_s),
+                                  clock=clock(tick.elapsed_s, self.time_budget_s))
 
     def genome_finished(self, genome: GenomeRecord, evaluation: EvaluationRecord, best: GenomeResult | None) -> None:
         self._stop_row(self._slot_of.pop(genome.genome_id, evaluation.device or ""))
         new_best = best is not None and (self.best is None or best.genome_id != self.best.genome_id)
         self.best = best
+        with self._lock:
+            if self._progress is not None:
+                self._progress.header = self._header()
         wall = f"{evaluation.wall_s:.0f}s" if evaluation.wall_s is not None else "-"
         if evaluation.state is EvalState.COMPLETE:
-            mark = " [bold green]new best[/]" if new_best and best.genome_id == genome.genome_id else ""
+            mark = " new best" if new_best and best.genome_id == genome.genome_id else ""
             verdict = f"val_bpb {evaluation.val_bpb:.6f}{mark}"
         else:
-            verdict = f"[red]{evaluation.state.value}[/] {evaluation.failure_kind or ''}"
-        room = max(10, self.console.width - 40)
-        self.console.print(f"  {genome.genome_id} {escape(_cut(genome.description, room))} -> {verdict} ({wall})",
-                           highlight=False)
+            verdict = f"{evaluation.state.value} {evaluation.failure_kind or ''}".rstrip()
+        tail = f" -> {verdict} ({wall})"
+        room = self.console.width - len(f"  {genome.genome_id} ") - len(tail)
+        line = Text(f"  {genome.genome_id} {_cut(genome.description, max(10, room))}{tail}")
+        if evaluation.state is EvalState.COMPLETE:
+            line.highlight_words([" new best"], "bold green")
+        else:
+            line.highlight_words([evaluation.state.value], "red")
+        self.console.print(line, highlight=False)
         if evaluation.state is not EvalState.COMPLETE and evaluation.error:
             self.console.print(f"    {escape(_cut(evaluation.error, self.console.width - 4))}", highlight=False,
                                style="dim")
