@@ -130,6 +130,12 @@ def _credit(view: StatusView) -> dict[str, OperatorCredit]:
     return operator_credit(view.nodes, view.verdict.beliefs, configured, sigma)
 
 
+def _operators_json(credit: dict[str, OperatorCredit]) -> dict[str, dict[str, Any]]:
+    total = sum(c.weight for c in credit.values()) or 1.0
+    return {name: {"children": c.children, "improved": c.improved, "weight": round(c.weight, 4),
+                   "share": round(c.weight / total, 4)} for name, c in credit.items()}
+
+
 def _p_best(view: StatusView) -> float | None:
     return None if view.verdict is None else view.verdict.probability
 
@@ -176,7 +182,7 @@ def status_json(view: StatusView) -> dict[str, Any]:
     training_s as the genomes report it, wall_s from the first start to the last finish,
     duty_cycle = training_s / wall_s, idle gaps between evaluations), ``operators`` (name -> children,
     improved, weight: the credit the engine draws operators by, :mod:`evo.credit`, over
-    the latest births), ``llm`` (model, attempts, children,
+    the latest births; share: the weight over the operators' total), ``llm`` (model, attempts, children,
     failed by outcome, tokens, spend_usd; ``None`` without calls). Times are UTC ISO 8601;
     non-finite numbers are ``null``.
     """
@@ -218,8 +224,7 @@ def status_json(view: StatusView) -> dict[str, Any]:
              "duty_cycle": round(t / w, 4) if w > 0 else None, "idle_gap_median_s": g, "idle_gap_max_s": x}
             for d, n, t, w, g, x in view.duty or []
         ],
-        "operators": {name: {"children": c.children, "improved": c.improved, "weight": round(c.weight, 4)}
-                      for name, c in _credit(view).items()},
+        "operators": _operators_json(_credit(view)),
     }
 
 
@@ -259,9 +264,10 @@ def header_lines(view: StatusView) -> list[str]:
                      f"{noise.genomes} genome(s) with replicates)")
     credit = _credit(view)
     if credit and any(c.children for c in credit.values()):
+        total = sum(c.weight for c in credit.values()) or 1.0
         lines.append(f"operators (improved / children with a belief, over the latest {OPERATOR_WINDOW} births; "
-                     "weight now): " + ", ".join(f"{name} {c.improved}/{c.children} w {c.weight:.2f}"
-                                                 for name, c in credit.items()))
+                     "share of the next children): " + ", ".join(
+                         f"{name} {c.improved}/{c.children} {100 * c.weight / total:.0f}%" for name, c in credit.items()))
     llm = _llm_summary(view.llm_calls)
     if llm:
         failed = llm["failed"]

@@ -120,6 +120,8 @@ def test_json_holds_the_run_noise_floor_best_and_every_genome(fake, capsys):
     assert slot["duty_cycle"] == pytest.approx(slot["training_s"] / slot["wall_s"], abs=1e-3)
     assert 0 <= slot["idle_gap_median_s"] <= slot["idle_gap_max_s"]
     assert set(data["operators"]) == {"optuna", "hyperparam", "crossover"}
+    shares = [op["share"] for op in data["operators"].values()]
+    assert sum(shares) == pytest.approx(1.0, abs=1e-3) and all(share > 0 for share in shares)
 
 
 def test_evo_status_prints_the_leaderboard_fitted_to_its_console(fake, capsys, monkeypatch):
