@@ -38,7 +38,7 @@ T0 = datetime(2026, 1, 1)
 def simulate(land: L.Landscape, repeat: int, evaluations: int, keep: dict | None = None, **overrides) -> list[float]:
     """True fitness of evo's declared best after each evaluation of one simulated run."""
     config = RunConfig(run="sim", profile="smoke", seed=repeat, max_evaluations=evaluations, fitness="reported",
-                       proposal_workers=0, **overrides)
+                       **{"proposal_workers": 0, **overrides})
     operators = {n: REGISTRY[n](config) for n, w in config.operators.items() if w > 0}
     sources: dict[str, str] = {}
     state = RunState([], [], SourceCache(sources.__getitem__))

@@ -124,6 +124,7 @@ class Scheduler:
         self.proposals: ProposalPool[Child] = ProposalPool(config.proposal_workers)
         self.breeder = Breeder(config, operators, note)
         self._fast = self.breeder.fast
+        self._proposed: set[int] = set()  # cohorts whose open births were planned ahead
         self.waiting_for_proposal = False  # the last next() found only slow proposals, none ready
         self._changed: dict[str, list[str]] = {}  # genome id -> constants it changed from its first parent
 
@@ -233,9 +234,18 @@ class Scheduler:
     def propose_ahead(self, state: RunState, cohort: int, pool: list[GenomeResult], in_flight: int) -> None:
         """Start proposing the open births of ``cohort`` in threads, once, in index order
         (each plan's first operator and parents are drawn here, so elitism and the
-        children cap see the earlier plans)."""
-        if self.config.proposal_workers < 1 or any(key[0] == cohort for key in self.proposals.keys()):
+        children cap see the earlier plans).
+
+        Only births drawn for a slow operator (the LLM) are proposed ahead: a fast
+        operator's child is made when its slot frees, from every result recorded by then
+        (proposed ahead, the optuna operator's model missed the cohort's latest results;
+        on the landscape suite's sphere and coupled families, 6 repeats of
+        ``benchmarks/search_sim.py``, that cost 0.015 and 0.004 of true fitness at 64
+        evaluations)."""
+        if (self.config.proposal_workers < 1 or cohort in self._proposed
+                or all(name in self._fast for name in self.operators)):
             return
+        self._proposed.add(cohort)
         first = len(state) - cohort * self.config.population
         indices = list(range(first, self.config.population))
         if self.config.max_evaluations is not None:  # do not pay for children that will never run
@@ -249,6 +259,8 @@ class Scheduler:
             if choice is None:
                 return
             children_of.update({p.genome_id for p in choice[1]})
+            if choice[0].name in self._fast:
+                continue  # made by the fast operators when its slot frees (take_child)
             self.proposals.submit((cohort, i), partial(job, plan, choice))
 
     def take_child(self, state: RunState, cohort: int, index: int, pool: list[GenomeResult]) -> Child | None:
@@ -284,7 +296,8 @@ class Scheduler:
                 self.proposals.submit((cohort, index), partial(self.breeder.patient, plan, None))
             self.waiting_for_proposal = True
             return None
-        fast_only = bool(keys) or key is not None
+        # a cohort planned ahead had its slow births submitted: the rest are the fast operators'
+        fast_only = bool(keys) or key is not None or cohort in self._proposed
         salt = (":again" if key is not None else ":now") if fast_only else ""
         plan = self.plan(state, cohort, index, pool, children_of, salt=salt, fast_only=fast_only)
         return self._placed(state, cohort, self.breeder.mutate(plan))
