@@ -151,33 +151,40 @@ def test_a_killed_ray_worker_comes_back_as_a_lost_worker(ray_instance, tmp_path)
     assert "did not run to an end" in job.log_path.read_text()
 
 
+def _one_genome_running(tmp_path, number: int):
+    """A one-slot pool on this node with genome ``g<number>`` (60 s long) running; (pool, genome pid)."""
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    pool = RayPool(_setup(tmp_path, "none"), tmp_path / "genomes", "local", 1, gpu=False)
+    pool.submit(_job(tmp_path, number, 60.0, pids))
+    genome, _ = _genome_pids(pids, number)
+    return pool, genome
+
+
+def _work_folders(number: int) -> list[Path]:
+    """This node's work folders of genome ``g<number>``."""
+    return list((Path(ray_pool.tempfile.gettempdir()) / "evo-ray").glob(f"*/g{number}.work"))
+
+
 def test_a_forced_cancel_leaves_no_genome_and_no_work_folder_on_this_node(ray_instance, tmp_path):
     # No grace: the task's worker is killed at once, so the task's own clean-up never runs;
     # close() removes the killed worker's folder itself.
-    pids = tmp_path / "pids"
-    pids.mkdir()
-    pool = RayPool(_setup(tmp_path, "none"), tmp_path / "genomes", "local", 1, gpu=False)
-    pool.submit(_job(tmp_path, 11, 60.0, pids))
-    genome, _ = _genome_pids(pids, 11)
-    assert list((Path(ray_pool.tempfile.gettempdir()) / "evo-ray").glob("*/g11.work"))
+    pool, genome = _one_genome_running(tmp_path, 11)
+    assert _work_folders(11)
     pool.close(timeout_s=0.0)
     _wait_for(lambda: not _alive(genome), 10.0, "the genome to be killed")
-    assert not list((Path(ray_pool.tempfile.gettempdir()) / "evo-ray").glob("*/g11.work"))
+    assert not _work_folders(11)
 
 
 def test_close_cancels_jobs_in_flight_and_leaves_no_genome(ray_instance, tmp_path):
-    pids = tmp_path / "pids"
-    pids.mkdir()
-    pool = RayPool(_setup(tmp_path, "none"), tmp_path / "genomes", "local", 1, gpu=False)
-    pool.submit(_job(tmp_path, 9, 60.0, pids))
-    genome, _ = _genome_pids(pids, 9)
+    pool, genome = _one_genome_running(tmp_path, 9)
     start = time.monotonic()
     pool.close()
     assert time.monotonic() - start < 15.0
     _wait_for(lambda: not _alive(genome), 10.0, "the genome to be killed")
     assert pool.running() == [] and pool.wait(0.0) == []
     pool.close()  # idempotent
-    assert not list((Path(ray_pool.tempfile.gettempdir()) / "evo-ray").glob("*/g9.work"))
+    assert not _work_folders(9)
     with pytest.raises(RuntimeError):
         pool.submit(_job(tmp_path, 10, 0.0))
 
