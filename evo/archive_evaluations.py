@@ -181,7 +181,6 @@ class EvaluationTable:
             ).fetchone()
         return mean, n
 
-
     def duty_cycle(self, run: str) -> list[tuple[str, int, float, float, float | None, float | None]]:
         """Per evaluation slot (device) of ``run``: ``(device, evaluations, training seconds,
         wall seconds from its first start to its last finish, median and max idle gap in

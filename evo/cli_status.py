@@ -130,10 +130,16 @@ def _credit(view: StatusView) -> dict[str, OperatorCredit]:
     return operator_credit(view.nodes, view.verdict.beliefs, configured, sigma)
 
 
-def _operators_json(credit: dict[str, OperatorCredit]) -> dict[str, dict[str, Any]]:
+def _shares(credit: dict[str, OperatorCredit]) -> dict[str, float]:
+    """name -> the operator's share of the next children (its weight over the operators' total)."""
     total = sum(c.weight for c in credit.values()) or 1.0
+    return {name: c.weight / total for name, c in credit.items()}
+
+
+def _operators_json(credit: dict[str, OperatorCredit]) -> dict[str, dict[str, Any]]:
+    shares = _shares(credit)
     return {name: {"children": c.children, "improved": c.improved, "weight": round(c.weight, 4),
-                   "share": round(c.weight / total, 4)} for name, c in credit.items()}
+                   "share": round(shares[name], 4)} for name, c in credit.items()}
 
 
 def _p_best(view: StatusView) -> float | None:
@@ -264,10 +270,10 @@ def header_lines(view: StatusView) -> list[str]:
                      f"{noise.genomes} genome(s) with replicates)")
     credit = _credit(view)
     if credit and any(c.children for c in credit.values()):
-        total = sum(c.weight for c in credit.values()) or 1.0
+        shares = _shares(credit)
         lines.append(f"operators (improved / children with a belief, over the latest {OPERATOR_WINDOW} births; "
                      "share of the next children): " + ", ".join(
-                         f"{name} {c.improved}/{c.children} {100 * c.weight / total:.0f}%" for name, c in credit.items()))
+                         f"{name} {c.improved}/{c.children} {100 * shares[name]:.0f}%" for name, c in credit.items()))
     llm = _llm_summary(view.llm_calls)
     if llm:
         failed = llm["failed"]

@@ -113,6 +113,11 @@ class ConsoleReporter:
             parts.append(f"declared best {best.genome_id} val_bpb {best.val_bpb:.6f} (n={best.n})")
         return " · ".join(parts)
 
+    def _refresh_header(self) -> None:
+        with self._lock:
+            if self._progress is not None:
+                self._progress.header = self._header()
+
     def _label(self, device: str, genome: GenomeRecord, index: int, population: int, attempt: int) -> str:
         again = f" a{attempt}" if attempt > 1 else ""
         head = f"{device} {genome.genome_id} gen {genome.generation} {index}/{population}{again} "
@@ -132,9 +137,7 @@ class ConsoleReporter:
 
     def generation_started(self, generation: int, population: int) -> None:
         self.generation = generation
-        with self._lock:
-            if self._progress is not None:
-                self._progress.header = self._header()
+        self._refresh_header()
         self.message(f"[bold]generation {generation}[/] · {population} children")
 
     def genome_started(self, genome: GenomeRecord, index: int, population: int, attempt: int, device: str) -> None:
@@ -162,9 +165,7 @@ class ConsoleReporter:
         self._stop_row(self._slot_of.pop(genome.genome_id, evaluation.device or ""))
         new_best = best is not None and (self.best is None or best.genome_id != self.best.genome_id)
         self.best = best
-        with self._lock:
-            if self._progress is not None:
-                self._progress.header = self._header()
+        self._refresh_header()
         wall = f"{evaluation.wall_s:.0f}s" if evaluation.wall_s is not None else "-"
         if evaluation.state is EvalState.COMPLETE:
             mark = " new best" if new_best and best.genome_id == genome.genome_id else ""
