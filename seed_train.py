@@ -74,6 +74,13 @@ def window_sizes(config: GPTConfig) -> list[int]:
     return sizes
 
 
+def has_value_embedding(layer: int, n_layer: int) -> bool:
+    # Value embeddings (modded-nanogpt, nanochat, autoresearch): every other layer, counted
+    # back from the last (which always has one), adds a second embedding of the input tokens
+    # to its attention values; cheap parameters (a lookup) that re-inject the token identity.
+    return layer % 2 == (n_layer - 1) % 2
+
+
 def sliding_window_mask(seq_len: int, window: int, device: torch.device) -> torch.Tensor:
     # (T, T) bool, True = may attend: causal and at most `window` tokens back (self included)
     i = torch.arange(seq_len, device=device)
@@ -104,7 +111,7 @@ def windowed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: 
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, config: GPTConfig, window: int) -> None:
+    def __init__(self, config: GPTConfig, window: int, value_embedding: bool) -> None:
         super().__init__()
         self.n_head = config.n_head
         self.head_dim = config.n_embd // config.n_head
@@ -113,12 +120,21 @@ class CausalSelfAttention(nn.Module):
         self.c_k = nn.Linear(config.n_embd, config.n_embd, bias=False)
         self.c_v = nn.Linear(config.n_embd, config.n_embd, bias=False)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=False)
+        # per-head gate of the value embedding, read from the first channels of the input:
+        # 2 * sigmoid(.), zero-initialized, so every gate starts at 1
+        self.gate_channels = min(32, config.n_embd)
+        self.ve_gate = nn.Linear(self.gate_channels, config.n_head, bias=False) if value_embedding else None
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, masks: dict) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, ve: torch.Tensor | None, cos: torch.Tensor, sin: torch.Tensor, masks: dict
+    ) -> torch.Tensor:
         B, T, C = x.size()
         q = self.c_q(x).view(B, T, self.n_head, self.head_dim)
         k = self.c_k(x).view(B, T, self.n_head, self.head_dim)
         v = self.c_v(x).view(B, T, self.n_head, self.head_dim)
+        if ve is not None and self.ve_gate is not None:  # ve: (B, T, C)
+            gate = 2 * torch.sigmoid(self.ve_gate(x[..., : self.gate_channels]))  # (B, T, H)
+            v = v + gate.unsqueeze(-1) * ve.view(B, T, self.n_head, self.head_dim)
         # QK-norm (Henry et al. 2020; Dehghani et al. 2023, ViT-22B): normalizing q and k
         # bounds the attention logits, which keeps high learning rates stable.
         q, k = norm(apply_rotary(q, cos, sin)), norm(apply_rotary(k, cos, sin))
@@ -142,13 +158,15 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, config: GPTConfig, window: int) -> None:
+    def __init__(self, config: GPTConfig, window: int, value_embedding: bool) -> None:
         super().__init__()
-        self.attn = CausalSelfAttention(config, window)
+        self.attn = CausalSelfAttention(config, window, value_embedding)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, masks: dict) -> torch.Tensor:
-        x = x + self.attn(norm(x), cos, sin, masks)
+    def forward(
+        self, x: torch.Tensor, ve: torch.Tensor | None, cos: torch.Tensor, sin: torch.Tensor, masks: dict
+    ) -> torch.Tensor:
+        x = x + self.attn(norm(x), ve, cos, sin, masks)
         return x + self.mlp(norm(x))
 
 
@@ -158,7 +176,11 @@ class GPT(nn.Module):
         self.config = config
         self.windows = window_sizes(config)
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
-        self.blocks = nn.ModuleList(Block(config, w) for w in self.windows)
+        n = config.n_layer
+        self.blocks = nn.ModuleList(Block(config, w, has_value_embedding(i, n)) for i, w in enumerate(self.windows))
+        self.value_embeds = nn.ModuleDict(
+            {str(i): nn.Embedding(config.vocab_size, config.n_embd) for i in range(n) if has_value_embedding(i, n)}
+        )
         # untied unembedding: input and output embeddings want different geometry (modded-nanogpt)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         # learnable per-layer mix of the residual stream and the first-layer input x0
@@ -196,6 +218,10 @@ class GPT(nn.Module):
                 nn.init.uniform_(lin.weight, -bound, bound)
             nn.init.zeros_(block.attn.c_proj.weight)
             nn.init.zeros_(block.mlp.c_proj.weight)
+            if block.attn.ve_gate is not None:
+                nn.init.zeros_(block.attn.ve_gate.weight)
+        for embedding in self.value_embeds.values():
+            nn.init.uniform_(embedding.weight, -bound, bound)
         self.resid_lambdas.fill_(1.0)
         self.x0_lambdas.fill_(0.1)
 
@@ -209,7 +235,8 @@ class GPT(nn.Module):
         x0 = x
         for i, block in enumerate(self.blocks):
             x = self.resid_lambdas[i] * x + self.x0_lambdas[i] * x0
-            x = block(x, cos, sin, masks)
+            ve = self.value_embeds[str(i)](idx) if str(i) in self.value_embeds else None
+            x = block(x, ve, cos, sin, masks)
         # logit soft-capping (Gemma 2, Gemma Team 2024): cap * tanh(logits / cap) bounds the
         # logits smoothly. The 1/cap is folded into the (C, V) weight rather than applied to
         # the (B, T, V) logits: one less pass over the largest tensor of the step.
@@ -228,18 +255,29 @@ class GPT(nn.Module):
 # ---------------------------------------------------------------------------
 
 
+# Polar Express (Amsel, Persson, Musco & Gower 2025, arXiv:2505.16932): one odd quintic
+# per iteration, each the minimax-optimal polynomial for the singular-value interval the
+# previous ones leave, so 5 iterations bring singular values from ~1e-3 up to ~1 much more
+# evenly than Newton-Schulz with one fixed quintic. These are the paper's published
+# coefficients for 5 iterations with its 2% safety factor (as modded-nanogpt uses them).
+POLAR_EXPRESS = (
+    (8.156554524902461, -22.48329292557795, 15.878769915207462),
+    (4.042929935166739, -2.808917465908714, 0.5000178451051316),
+    (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
+    (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
+    (2.3465413258596377, -1.7097828382687081, 0.42323551169305323),
+)
+
+
 @torch.no_grad()
-def newton_schulz(G: torch.Tensor, steps: int) -> torch.Tensor:
-    # Approximate U V^T of the SVD of G (stacked: (N, rows, cols)) with the quintic
-    # Newton-Schulz iteration of Muon (Keller Jordan 2024, modded-nanogpt); the
-    # coefficients maximize the slope at zero, so small singular values grow fast.
-    a, b, c = 3.4445, -4.7750, 2.0315
+def orthogonalize(G: torch.Tensor) -> torch.Tensor:
+    # Approximate U V^T of the SVD of G (stacked: (N, rows, cols)) with Polar Express.
     X = G.bfloat16() if G.is_cuda else G.float()  # bf16 is native on GPUs, emulated on many CPUs
     tall = G.size(-2) > G.size(-1)
     if tall:
         X = X.mT
-    X = X / (X.norm(dim=(-2, -1), keepdim=True) + 1e-7)  # spectral norm <= 1
-    for _ in range(steps):
+    X = X / (X.norm(dim=(-2, -1), keepdim=True) * 1.02 + 1e-6)  # spectral norm < 1, with margin
+    for a, b, c in POLAR_EXPRESS:
         A = X @ X.mT
         X = a * X + (b * A + c * (A @ A)) @ X
     if tall:
@@ -247,13 +285,31 @@ def newton_schulz(G: torch.Tensor, steps: int) -> torch.Tensor:
     return X.to(G.dtype)
 
 
+@torch.no_grad()
+def normalize_neurons(update: torch.Tensor, second_moment: torch.Tensor, beta2: float) -> torch.Tensor:
+    # NorMuon (Li et al. 2025, arXiv:2510.05491): an orthogonalized update moves every
+    # direction at one rate, but its rows (neurons) can still differ widely in size. Keep an
+    # EMA of each neuron's mean squared update (second_moment: (N, rows, 1) for tall or
+    # square matrices, (N, 1, cols) for wide ones, updated in place), divide by its root,
+    # and rescale so the update keeps its Frobenius norm. update: (N, rows, cols).
+    dim = -1 if update.size(-2) >= update.size(-1) else -2
+    u = update.float()
+    mean_sq = u.square().mean(dim=dim, keepdim=True)
+    second_moment.lerp_(mean_sq, 1 - beta2)
+    scaled = u * second_moment.clamp_min(1e-10).rsqrt()
+    norm_before = u.norm(dim=(-2, -1), keepdim=True)
+    norm_after = scaled.norm(dim=(-2, -1), keepdim=True).clamp_min(1e-10)
+    return (scaled * (norm_before / norm_after)).to(update.dtype)
+
+
 class MuonAdamW:
     """One optimizer, two update rules chosen per param group by group["kind"].
 
     "muon": Muon (Keller Jordan, https://kellerjordan.github.io/posts/muon/, as used in
     modded-nanogpt and nanochat) for the 2-D matrices inside blocks: Nesterov momentum,
-    then orthogonalized by Newton-Schulz, so every direction of the update moves at the
-    same rate. A group holds same-shape matrices, orthogonalized as one batch.
+    then orthogonalized (Polar Express), so every direction of the update moves at the
+    same rate, then normalized per neuron (NorMuon). A group holds same-shape matrices,
+    orthogonalized as one batch.
     "adamw": AdamW (Loshchilov & Hutter 2019) for embeddings, lm_head and scalars,
     where orthogonalization makes no sense. Written out rather than torch.optim.AdamW
     so a non-finite learning rate becomes a NaN loss (a FAIL) rather than a ValueError.
@@ -298,9 +354,13 @@ class MuonAdamW:
         state = self.state[params[0]]
         if "momentum_buffer" not in state:
             state["momentum_buffer"] = torch.zeros_like(grads)
+            wide = grads.size(-2) < grads.size(-1)
+            shape = (grads.size(0), 1, grads.size(-1)) if wide else (grads.size(0), grads.size(-2), 1)
+            state["second_moment"] = torch.zeros(shape, dtype=torch.float32, device=grads.device)
         buf = state["momentum_buffer"]
         buf.lerp_(grads, 1 - mom)
-        update = newton_schulz(grads.lerp_(buf, mom), group["ns_steps"])  # Nesterov
+        update = orthogonalize(grads.lerp_(buf, mom))  # Nesterov
+        update = normalize_neurons(update, state["second_moment"], group["beta2"])
         # tall matrices get a larger step so the RMS update is shape-independent (modded-nanogpt)
         scale = max(1.0, params[0].size(-2) / params[0].size(-1)) ** 0.5
         for p, u in zip(params, update, strict=True):
@@ -333,7 +393,7 @@ FINAL_LR_FRAC = 0.0  # lr multiplier reached at the end of the warmdown
 
 # Model size and batching
 DEPTH = 8  # number of transformer blocks
-DEVICE_BATCH_SIZE = 64  # sequences per forward/backward pass (micro-batch)
+DEVICE_BATCH_SIZE = 128  # sequences per forward/backward pass (micro-batch)
 FINAL_EVAL_BATCH_SIZE = 64  # sequences per forward pass in the final evaluation
 
 # ---------------------------------------------------------------------------
@@ -394,11 +454,13 @@ def build_optimizer(model: GPT) -> MuonAdamW:
     width_scale = (model.config.n_embd / 768) ** -0.5  # AdamW lrs were tuned at width 768 (nanochat)
     betas = (clamp(ADAM_BETAS[0], 0.0, 0.9999), clamp(ADAM_BETAS[1], 0.0, 0.9999))
     adamw = dict(kind="adamw", betas=betas, eps=1e-10, weight_decay=0.0)
+    embeddings = [model.wte.weight, *(e.weight for e in model.value_embeds.values())]
     groups = [
-        dict(params=[model.wte.weight], lr=EMBEDDING_LR * width_scale, **adamw),
+        dict(params=embeddings, lr=EMBEDDING_LR * width_scale, **adamw),
         dict(params=[model.lm_head.weight], lr=UNEMBEDDING_LR * width_scale, **adamw),
         dict(params=[model.resid_lambdas], lr=SCALAR_LR * 0.01, **adamw),
-        dict(params=[model.x0_lambdas], lr=SCALAR_LR, **adamw),
+        # the x0 mix gets a long first-moment average (beta1 0.96), as in autoresearch
+        dict(params=[model.x0_lambdas], lr=SCALAR_LR, **{**adamw, "betas": (0.96, 0.95)}),
     ]
     matrices = list(model.blocks.parameters())  # all 2-D: the linear layers of the blocks
     for shape in sorted({tuple(p.shape) for p in matrices}):
@@ -409,20 +471,43 @@ def build_optimizer(model: GPT) -> MuonAdamW:
                 params=same,
                 lr=MATRIX_LR,
                 momentum=clamp(MUON_MOMENTUM, 0.0, 0.9999),
-                ns_steps=5,
+                beta2=0.95,  # NorMuon's per-neuron second-moment EMA
                 weight_decay=WEIGHT_DECAY,
             )
         )
     for group in groups:
         group["initial_lr"] = group["lr"]
+        group["initial_weight_decay"] = group["weight_decay"]
+        group["initial_momentum"] = group.get("momentum")
     return MuonAdamW(groups)
+
+
+def set_schedules(optimizer: MuonAdamW, progress: float, step: int) -> float:
+    """Set each group's lr, weight decay and momentum for this step; returns the lr multiplier.
+
+    The lr follows lr_multiplier(progress); weight decay shrinks linearly to 0 over the
+    budget (nanochat, autoresearch): late in training it would only pull weights back
+    from where the loss wants them; Muon's momentum warms up from 0.85 over the first
+    300 steps (modded-nanogpt), since a long average of early gradients points nowhere useful.
+    """
+    lr_mult = lr_multiplier(progress)
+    warm = min(step / 300, 1.0)
+    for group in optimizer.param_groups:
+        group["lr"] = group["initial_lr"] * lr_mult
+        group["weight_decay"] = group["initial_weight_decay"] * (1.0 - progress)
+        if group["initial_momentum"] is not None:
+            target = group["initial_momentum"]
+            group["momentum"] = (1 - warm) * min(0.85, target) + warm * target
+    return lr_mult
 
 
 def flops_per_token(model: GPT, seq_len: int) -> float:
     # 6 FLOPs per parameter per token for the matmuls (forward + backward), embedding
-    # lookup excluded, plus attention scores/values over each layer's window (nanochat)
+    # lookups (token and value embeddings) excluded, plus attention scores/values over each
+    # layer's window (nanochat)
     c = model.config
-    matmul_params = sum(p.numel() for p in model.parameters()) - model.wte.weight.numel()
+    lookups = model.wte.weight.numel() + sum(e.weight.numel() for e in model.value_embeds.values())
+    matmul_params = sum(p.numel() for p in model.parameters()) - lookups
     attn = sum(12 * c.n_embd * min(w, seq_len) for w in model.windows)
     return 6 * matmul_params + attn
 
@@ -545,9 +630,7 @@ def train(run: Run) -> tuple[float, int]:
             (loss / run.grad_accum).backward()
             x, y, epoch = next(run.loader)  # fetch the next batch while the device works
         progress = min(training_time / TIME_BUDGET, 1.0)
-        lr_mult = lr_multiplier(progress)
-        for group in optimizer.param_groups:
-            group["lr"] = group["initial_lr"] * lr_mult
+        lr_mult = set_schedules(optimizer, progress, step)
         optimizer.step()
         model.zero_grad(set_to_none=True)
 
