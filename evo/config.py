@@ -30,8 +30,9 @@ def default_dataset(profile: str) -> str:
 # is sized for an H100 (the gpu profile); these are written into its ALL_CAPS block with
 # libcst (evo.operators.cst_tools.set_constants) before anything runs. Chosen by
 # measurement on a 2-core CPU (fp32: bf16 autocast was 10x slower there): the cpu
-# overrides give a 2-layer, 64-wide model (0.36 M parameters) that reaches about
-# 1.59-1.63 bits/byte in 30 s on sotu; smoke keeps "SSSL" so tests cover sliding windows.
+# overrides give a 2-layer, 64-wide model (0.49 M parameters with its value embeddings)
+# that reaches about 1.48-1.49 bits/byte in 30 s on sotu on an idle machine (2026-12-01);
+# smoke keeps "SSSL" so tests cover sliding windows.
 SEED_OVERRIDES: dict[str, dict[str, Any]] = {
     "gpu": {},
     "cpu": {
