@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from evo import compile_cache
 from evo.archive import Archive
 from evo.config import Paths, RunConfig
 from evo.evaluation import EvaluationSetup, sha256_file
@@ -42,9 +43,11 @@ def evaluation_setup(
         max_memory_mb=config.max_memory_mb or max(64, default_memory_mb() // max(1, slots)), address_space_ok=not gpu,
     )
     hidden = (*view.hidden, paths.archive_path.parent, paths.project_dir / "genomes")
+    # the seed's compile cache is shared only where the sandbox keeps genomes from writing it
+    shared = compile_cache.shared_path(paths.genome_dir(config.run)) if sandbox.isolated else None
     setup = EvaluationSetup(
         paths.project_dir, pinned, config.profile, config.dataset, view.cache_dir, config.fitness, sandbox, limits,
-        view.data_files, hidden, gpu,
+        view.data_files, hidden, gpu, compile_cache=shared,
     )
     with Confinement(limits) as probe:
         limited = probe.describe()

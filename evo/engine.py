@@ -190,7 +190,7 @@ class Engine:
         env = genome_env(self.config.profile, self.config.dataset, seed, self.config.time_budget_s)
         job = EvaluationJob(
             record.eval_id, genome.genome_id, code, log, env, self.config.effective_wall_limit_s(self.time_budget_s),
-            self.scoring_limit(genome),
+            self.scoring_limit(genome), seed=genome.operator == "seed",
         )
         device = pool.submit(job)
         birth = state.birth_index(genome.genome_id)

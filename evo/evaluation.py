@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import evo
+from evo import compile_cache
 from evo.evaluator import RESULT_PREFIX
 from evo.limits import Confinement, ProcessLimits
 from evo.metrics import classify, last_error_line, parse_summary, tail
@@ -67,6 +68,8 @@ class EvaluationSetup:
         hidden: folders a genome must not see (validation data, archive, genomes).
         gpu: whether genomes get the NVIDIA devices.
         python: the interpreter that runs genomes and the evaluator.
+        compile_cache: the run's shared compile cache (:mod:`evo.compile_cache`; ``None``:
+            every genome compiles cold, as without a sandbox).
     """
 
     project_dir: Path
@@ -81,6 +84,7 @@ class EvaluationSetup:
     hidden: tuple[Path, ...] = ()
     gpu: bool = False
     python: str = sys.executable
+    compile_cache: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -170,6 +174,7 @@ def evaluate_genome(
     scoring_limit: float | None,
     on_tick: Callable[[Tick], None] | None = None,
     placement: Placement | None = None,
+    keep_compile_cache: bool = False,
 ) -> Outcome:
     """Run and score one genome (module docstring, steps 1-5).
 
@@ -182,6 +187,8 @@ def evaluate_genome(
         scoring_limit: the scoring limit, seconds (``None``: none yet).
         placement: the slot it runs on (its GPU, its cores, their variables); ``None``:
             the whole machine.
+        keep_compile_cache: the genome is the run's seed: when it completes in the sandbox,
+            its compile cache becomes the run's (unless there is one already).
 
     Returns:
         The :class:`Outcome` to record (``sandbox`` set).
@@ -201,8 +208,11 @@ def evaluate_genome(
         (trusted_harness / "prepare.py").write_bytes(harness)
         limit = hard_limit_s if scoring_limit is None else min(hard_limit_s, scoring_limit)
         placement = placement or Placement("local")
-        result = _run_genome(setup, workspace, log_path, {**env, **placement.env}, limit, on_tick, placement)
+        cache_env = compile_cache.give(setup.compile_cache, workspace)
+        result = _run_genome(setup, workspace, log_path, {**env, **placement.env, **cache_env}, limit, on_tick, placement)
         outcome = _judge(setup, result, workspace, trusted_harness, log_path, hard_limit_s, scoring_limit, placement)
+        if keep_compile_cache and setup.sandbox.isolated and outcome.state is EvalState.COMPLETE:
+            compile_cache.keep(workspace, setup.compile_cache)
     finally:
         shutil.rmtree(workspace, ignore_errors=True)
         shutil.rmtree(trusted_harness, ignore_errors=True)

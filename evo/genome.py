@@ -125,5 +125,6 @@ def remove_workspaces(genome_dir: Path) -> None:
     import shutil
 
     if genome_dir.is_dir():
-        for path in [*genome_dir.glob("*.work"), *genome_dir.glob(".*.work.harness")]:
+        partial = genome_dir.glob(".compile-cache.*.partial")  # evo.compile_cache's half-written copies
+        for path in [*genome_dir.glob("*.work"), *genome_dir.glob(".*.work.harness"), *partial]:
             shutil.rmtree(path, ignore_errors=True)

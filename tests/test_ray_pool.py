@@ -228,8 +228,24 @@ def test_a_node_without_the_project_gets_a_node_local_one(tmp_path, monkeypatch)
     assert (project / "prepare.py").read_bytes() == harness
     assert prepared == [project]  # once per node process
     assert local.cache_dir == view.cache_dir and local.data_files == (data,) and local.hidden == view.hidden
+    assert local.compile_cache is None  # no sandbox: no shared compile cache (evo.compile_cache)
     with pytest.raises(HarnessChangedError):
         ray_pool.node_setup(elsewhere, b"another harness", root=tmp_path / "node")
+
+
+def test_a_node_local_project_keeps_its_own_compile_cache_per_run(tmp_path, monkeypatch):
+    (tmp_path / "driver").mkdir()
+    setup = _setup(tmp_path / "driver", "bwrap")
+    shared = tmp_path / "driver" / "genomes" / "run7" / ".compile-cache"
+    elsewhere = dataclasses.replace(setup, project_dir=tmp_path / "missing", compile_cache=shared)
+    monkeypatch.setattr(ray_pool, "prepare_data", lambda project, profile, dataset: None)
+    view = GenomeView(tmp_path / "node-cache", (), ())
+    monkeypatch.setattr(ray_pool, "genome_view", lambda prepare_py, profile, dataset: view)
+    monkeypatch.setattr(ray_pool, "_prepared", set())
+    harness = (tmp_path / "driver" / "prepare.py").read_bytes()
+    local = ray_pool.node_setup(elsewhere, harness, root=tmp_path / "node")
+    assert local.compile_cache == tmp_path / "node" / setup.harness_sha256 / "compile-caches" / "run7"
+    assert local.compile_cache.parent.is_dir() and not local.compile_cache.exists()  # filled by a seed run here
 
 
 def test_the_engine_reruns_an_evaluation_whose_ray_worker_died_exactly_once(ray_instance, tmp_path):

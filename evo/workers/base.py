@@ -32,6 +32,8 @@ class EvaluationJob:
         env: the harness's variables for it (profile, dataset, ``EVO_SEED``, budget).
         hard_limit_s: wall-clock limit of the genome process, seconds.
         scoring_limit_s: wall seconds past which it is not scored (``None``: none yet).
+        seed: whether the genome is the run's seed, whose compile cache may become the
+            run's (:mod:`evo.compile_cache`).
     """
 
     eval_id: int
@@ -41,6 +43,7 @@ class EvaluationJob:
     env: dict[str, str]
     hard_limit_s: float
     scoring_limit_s: float | None
+    seed: bool = False
 
 
 @dataclass(frozen=True)

@@ -141,7 +141,7 @@ class LocalPool:
             outcome = evaluate_genome(
                 self.setup, job.code, genome_files.workspace_path(self.genome_dir, job.genome_id), job.log_path,
                 job.env, hard_limit_s=job.hard_limit_s, scoring_limit=job.scoring_limit_s, on_tick=tick,
-                placement=placement,
+                placement=placement, keep_compile_cache=job.seed,
             )
             result = Finished(job, placement.name, outcome, None, started, time.monotonic())
         except BaseException as exc:  # noqa: BLE001 -- handed to the engine, which decides

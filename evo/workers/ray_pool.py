@@ -165,9 +165,13 @@ def node_setup(setup: EvaluationSetup, harness: bytes, root: Path | None = None)
     sandbox = setup.sandbox
     if sandbox.isolated and not (sandbox.binary and Path(sandbox.binary).exists()):
         sandbox = detect("bwrap")  # this node's bubblewrap (SandboxUnavailableError where it has none)
+    compile_cache = None  # this node's own, filled by a seed evaluation run here (evo.compile_cache)
+    if setup.compile_cache is not None and sandbox.isolated:
+        compile_cache = project / "compile-caches" / setup.compile_cache.parent.name
+        compile_cache.parent.mkdir(exist_ok=True)
     return dataclasses.replace(
         setup, project_dir=project, cache_dir=view.cache_dir, data_files=view.data_files, hidden=view.hidden,
-        sandbox=sandbox, python=sys.executable,
+        sandbox=sandbox, python=sys.executable, compile_cache=compile_cache,
     )
 
 
@@ -222,7 +226,7 @@ def evaluate_on_node(
         log = folder / job.log_path.name
         outcome = evaluate_genome(
             local, job.code, folder / f"{job.genome_id}.work", log, job.env, hard_limit_s=job.hard_limit_s,
-            scoring_limit=job.scoring_limit_s, placement=placement,
+            scoring_limit=job.scoring_limit_s, placement=placement, keep_compile_cache=job.seed,
         )
         trusted = trusted_log_path(log)
         trusted_bytes = _read_capped(trusted) if trusted.is_file() else None
