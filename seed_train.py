@@ -694,6 +694,7 @@ def main() -> None:
     run = setup(t_start)
     print(f"time budget: {TIME_BUDGET}s of training")
     training_time, steps = train(run)
+    t_eval = time.time()
     val_bpb = evaluate(run)
     t_end = time.time()
 
@@ -719,6 +720,10 @@ def main() -> None:
     print(f"num_params_M: {num_params / 1e6:.3f}")
     print(f"depth: {run.model.config.n_layer}")
     print(f"compiled: {int(run.train_model is not run.model)}")
+    # the rest of the wall time: before training (data, model, compilation, the untimed first
+    # steps) and the final evaluation (with the export evo's trusted evaluator scores)
+    print(f"startup_seconds: {t_eval - t_start - training_time:.1f}")
+    print(f"eval_seconds: {t_end - t_eval:.1f}")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from typing import Any
 import duckdb
 
 from evo.archive_db import ArchiveError, utcnow
-from evo.records import SUMMARY_KEYS, EvalState, EvaluationRecord, Outcome
+from evo.records import SUMMARY_KEYS, EvalState, EvaluationRecord, Outcome, TimeSplit
 
 # Metric keys that also get a column of their own, for direct SQL queries.
 METRIC_COLUMNS = SUMMARY_KEYS
@@ -170,16 +170,18 @@ class EvaluationTable:
             rows = con.execute(f"SELECT {columns} FROM evaluations WHERE {where} ORDER BY eval_id", params).fetchall()
         return [_evaluation(r) for r in rows]
 
-    def overhead_s(self, run: str) -> tuple[float | None, int]:
-        """Mean wall seconds not spent training (start-up, compilation, evaluation, engine)
-        over the run's counted evaluations that report their training time, and their number."""
+    def time_split(self, run: str, latest: int = 1000) -> TimeSplit:
+        """Where the wall time of ``run``'s latest ``latest`` COMPLETE evaluations went (medians).
+
+        Training, start-up and evaluation seconds are what the genomes report
+        (``training_seconds``, ``startup_seconds``, ``eval_seconds``: the seed prints all
+        three; ``None`` where none reported it); ``wall_s`` is the engine's clock on the genome
+        process and ``trusted_eval_s`` on the trusted evaluator's process that runs after it
+        (its own scoring seconds in archives from before that was recorded).
+        """
         with self._tx(read_only=True) as con:
-            mean, n = con.execute(
-                "SELECT avg(wall_s - training_seconds), count(*) FROM evaluations WHERE run = ? "
-                "AND state IN ('COMPLETE', 'FAIL', 'TIMEOUT') AND wall_s IS NOT NULL AND training_seconds IS NOT NULL",
-                [run],
-            ).fetchone()
-        return mean, n
+            row = con.execute(_SPLIT_SQL, {"run": run, "latest": int(latest)}).fetchone()
+        return TimeSplit(*row)
 
     def duty_cycle(self, run: str) -> list[tuple[str, int, float, float, float | None, float | None]]:
         """Per evaluation slot (device) of ``run``: ``(device, evaluations, training seconds,
@@ -191,6 +193,25 @@ class EvaluationTable:
             rows = con.execute(_DUTY_SQL, [run]).fetchall()
         return [(d, n, float(t or 0.0), float(w or 0.0), gm, gx) for d, n, t, w, gm, gx in rows]
 
+
+def _json_number(key: str) -> str:
+    return f"TRY_CAST(json_extract_string(metrics, '$.{key}') AS DOUBLE)"
+
+
+_SPLIT_SQL = f"""
+WITH latest AS (
+    SELECT eval_id FROM evaluations
+    WHERE run = $run AND state = 'COMPLETE' AND wall_s IS NOT NULL AND training_seconds IS NOT NULL
+    ORDER BY eval_id DESC LIMIT $latest
+), e AS (  -- the metrics JSON is read for these rows only
+    SELECT wall_s, least(training_seconds, wall_s) AS training_s, {_json_number("startup_seconds")} AS startup_s,
+           {_json_number("eval_seconds")} AS eval_s,
+           coalesce({_json_number("trusted_eval_wall_s")}, {_json_number("trusted_eval_s")}) AS trusted_s
+    FROM evaluations WHERE run = $run AND eval_id >= (SELECT min(eval_id) FROM latest)
+        AND eval_id IN (SELECT eval_id FROM latest)
+)
+SELECT count(*), median(wall_s), median(training_s), median(startup_s), median(eval_s), median(trusted_s) FROM e
+"""
 
 _DUTY_SQL = """
 WITH e AS (

@@ -34,7 +34,7 @@ from evo.lineage import Node, load_nodes
 from evo.locking import Holder
 from evo.noise import NoiseEstimate, noise_estimate
 from evo.racing import Verdict, judge
-from evo.records import EvaluationRecord, LLMCallRecord, RunRecord
+from evo.records import EvaluationRecord, LLMCallRecord, RunRecord, TimeSplit
 
 if TYPE_CHECKING:
     from evo.archive import Archive
@@ -50,7 +50,7 @@ class StatusView:
         nodes: every genome with its verdict, in creation order.
         shown: the leaderboard's rows: COMPLETE genomes best first, then the others.
         details: eval_id -> the last evaluation of each shown or running genome.
-        overhead_s: mean wall seconds not spent training per counted evaluation, and how many.
+        time_split: where the latest COMPLETE evaluations' wall time went (medians).
         state: the run's state (evo.run_index.run_state).
     """
 
@@ -62,7 +62,7 @@ class StatusView:
     noise: NoiseEstimate | None
     best: Node | None
     details: dict[int, EvaluationRecord]
-    overhead_s: tuple[float | None, int]
+    time_split: TimeSplit
     llm_calls: list[LLMCallRecord]
     engine: Holder | None
     state: str
@@ -110,8 +110,26 @@ def load_status(archive: Archive, record: RunRecord, engine: Holder | None, stat
     verdict = judge(nodes, None if noise is None else noise.sigma, config.best_replicates)
     best = next((n for n in nodes if n.genome_id == verdict.best), None)
     return StatusView(record, config, nodes, shown, len(nodes), noise, best, details,
-                      archive.overhead_s(record.run), archive.llm_calls(record.run), engine, state,
+                      archive.time_split(record.run), archive.llm_calls(record.run), engine, state,
                       dt.datetime.now(dt.timezone.utc).replace(tzinfo=None), verdict, archive.duty_cycle(record.run))
+
+
+def _time_split_line(split: TimeSplit) -> str | None:
+    """Where an evaluation's wall time goes, in medians over the latest COMPLETE evaluations."""
+    if not split.evaluations or split.wall_s is None or split.training_s is None:
+        return None
+    parts = []
+    if split.startup_s is not None:
+        parts.append(f"start-up {split.startup_s:.1f}")
+    parts.append(f"training {split.training_s:.1f}")
+    if split.eval_s is not None:
+        parts.append(f"evaluation {split.eval_s:.1f}")
+    known = sum(x for x in (split.startup_s, split.training_s, split.eval_s) if x is not None)
+    parts.append(f"{'rest' if len(parts) > 1 else 'not training'} {max(0.0, split.wall_s - known):.1f}")
+    if split.trusted_eval_s is not None:
+        parts.append(f"then trusted evaluation {split.trusted_eval_s:.1f}")
+    return (f"seconds per evaluation (median of the latest {split.evaluations}, as genomes report them): "
+            + ", ".join(parts))
 
 
 # ---------------------------------------------------------------------------- JSON
@@ -231,7 +249,14 @@ def status_json(view: StatusView) -> dict[str, Any]:
             for d, n, t, w, g, x in view.duty or []
         ],
         "operators": _operators_json(_credit(view)),
+        "time_per_evaluation": _time_split_json(view.time_split),
     }
+
+
+def _time_split_json(split: TimeSplit) -> dict[str, Any]:
+    return {"evaluations": split.evaluations, "wall_s": _num(split.wall_s), "training_s": _num(split.training_s),
+            "startup_s": _num(split.startup_s), "eval_s": _num(split.eval_s),
+            "trusted_eval_s": _num(split.trusted_eval_s)}
 
 
 # ---------------------------------------------------------------------------- text
@@ -256,9 +281,9 @@ def header_lines(view: StatusView) -> list[str]:
     counts = Counter(n.state for n in nodes)
     lines.append(f"{len(nodes)} genomes in {generations} generation(s) · states: "
                  + (", ".join(f"{state} {k}" for state, k in sorted(counts.items())) or "none yet"))
-    overhead, counted = view.overhead_s
-    if counted:
-        lines.append(f"mean wall time not spent training, per evaluation: {overhead:.1f} s")
+    split = _time_split_line(view.time_split)
+    if split:
+        lines.append(split)
     for device, n, training_s, wall_s, gap_median, gap_max in view.duty or []:
         if wall_s > 0:
             gaps = f", idle gap median {gap_median:.1f} s (max {gap_max:.1f} s)" if gap_median is not None else ""

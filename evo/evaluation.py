@@ -293,7 +293,7 @@ def _verdict(
     if "val_bpb" in printed:
         metrics["reported_val_bpb"] = printed["val_bpb"]
     metrics.update(val_bpb=score["val_bpb"], trusted_eval_s=score["seconds"], trusted_eval_tokens=score["tokens"],
-                   causality_max_diff=score["causality_max_diff"])
+                   causality_max_diff=score["causality_max_diff"], trusted_eval_wall_s=score["wall_s"])
     return Outcome(EvalState.COMPLETE, result.wall_s, result.returncode, metrics, None, None, outcome.log_tail)
 
 
@@ -323,6 +323,8 @@ def _trusted_score(setup: EvaluationSetup, model_dir: Path, trusted_harness: Pat
             except json.JSONDecodeError:
                 break
             log.unlink(missing_ok=True)
-            return payload if payload.get("ok") else {"reason": str(payload.get("reason"))}
+            if not payload.get("ok"):
+                return {"reason": str(payload.get("reason"))}
+            return {**payload, "wall_s": result.wall_s}  # the evaluator process, start-up included
     why = "timed out" if result.timed_out else (last_error_line(result.tail) or f"exit status {result.returncode}")
     return {"reason": f"the trusted evaluator failed on this model: {why} (log: {log})"}

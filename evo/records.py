@@ -211,3 +211,15 @@ class LLMCallRecord:
     child_sha256: str | None
     created_at: datetime
     child_id: str | None = None
+
+
+@dataclass(frozen=True)
+class TimeSplit:
+    """Medians, in seconds, over ``evaluations`` COMPLETE evaluations (``Archive.time_split``)."""
+
+    evaluations: int
+    wall_s: float | None
+    training_s: float | None
+    startup_s: float | None
+    eval_s: float | None
+    trusted_eval_s: float | None

@@ -63,6 +63,27 @@ def test_evaluation_lifecycle_finishes_exactly_once(archive, tmp_path):
     assert archive.evaluation(ev.eval_id).val_bpb == 1.25
 
 
+def test_time_split_gives_medians_of_the_latest_complete_evaluations(archive, tmp_path):
+    assert archive.time_split("r1").evaluations == 0
+    g = archive.add_genome("r1", 0, "seed", "seed", "X = 1\n")
+    walls = (40.0, 44.0, 100.0, 42.0)
+    for i, wall in enumerate(walls):
+        ev = archive.start_evaluation("r1", g.genome_id, 42 + i, "cpu", tmp_path / f"g{i}.log")
+        metrics = {"val_bpb": 1.5, "training_seconds": 30.0, "startup_seconds": wall - 35.0, "eval_seconds": 4.0,
+                   "trusted_eval_s": 10.0 + i}
+        state = EvalState.FAIL if wall == 100.0 else EvalState.COMPLETE  # only COMPLETE ones count
+        archive.finish_evaluation(ev.eval_id, Outcome(state, wall, 0, metrics, None, None, "tail"))
+    split = archive.time_split("r1")
+    assert (split.evaluations, split.wall_s, split.training_s, split.startup_s, split.eval_s) == (3, 42.0, 30.0, 7.0, 4.0)
+    assert split.trusted_eval_s == 11.0
+    latest = archive.time_split("r1", latest=1)  # the newest COMPLETE one alone
+    assert (latest.evaluations, latest.wall_s, latest.trusted_eval_s) == (1, 42.0, 13.0)
+    ev = archive.start_evaluation("r1", g.genome_id, 50, "cpu", tmp_path / "g9.log")
+    metrics = {"val_bpb": 1.5, "training_seconds": 30.0, "trusted_eval_s": 1.0, "trusted_eval_wall_s": 4.0}
+    archive.finish_evaluation(ev.eval_id, Outcome(EvalState.COMPLETE, 40.0, 0, metrics, None, None, "tail"))
+    assert archive.time_split("r1", latest=1).trusted_eval_s == 4.0  # the evaluator process's wall clock first
+
+
 def test_interrupt_running_marks_stale_evaluations(archive, tmp_path):
     g = archive.add_genome("r1", 0, "seed", "seed", "X = 1\n")
     ev = archive.start_evaluation("r1", g.genome_id, 42, "cpu", tmp_path / "g.log")

@@ -78,6 +78,11 @@ def test_at_200_columns_every_column_is_shown(fake):
         assert col in header
     rows = _rows(text, fake.results())
     assert "manual" in rows[long_id]  # the operator column
+    # the fake genomes report training seconds only: the rest of the wall time is "not training"
+    complete = [e for e in fake.archive.evaluations(fake.run) if e.state.value == "COMPLETE"]
+    line = next(line for line in text.splitlines() if line.startswith("seconds per evaluation"))
+    assert f"median of the latest {len(complete)}," in line and "training 0.0, not training " in line
+    assert "start-up" not in line
 
 
 def test_wide_shows_whole_descriptions_even_on_a_narrow_terminal(fake):
@@ -120,6 +125,10 @@ def test_json_holds_the_run_noise_floor_best_and_every_genome(fake, capsys):
     assert slot["duty_cycle"] == pytest.approx(slot["training_s"] / slot["wall_s"], abs=1e-3)
     assert 0 <= slot["idle_gap_median_s"] <= slot["idle_gap_max_s"]
     assert set(data["operators"]) == {"optuna", "hyperparam", "crossover"}
+    split = data["time_per_evaluation"]
+    complete = [e for e in finished if e.state.value == "COMPLETE"]
+    assert split["evaluations"] == len(complete) and split["startup_s"] is None and split["eval_s"] is None
+    assert split["wall_s"] == pytest.approx(sorted(e.wall_s for e in complete)[len(complete) // 2], abs=0.5)
     shares = [op["share"] for op in data["operators"].values()]
     assert sum(shares) == pytest.approx(1.0, abs=1e-3) and all(share > 0 for share in shares)
 

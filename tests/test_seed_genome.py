@@ -147,8 +147,12 @@ def test_smoke_run_prints_a_full_summary(smoke_cache: Path, tmp_path: Path) -> N
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "FAIL" not in proc.stdout.splitlines()
     result = summary(proc.stdout)
-    assert [k for k, _ in result] == [*SUMMARY_KEYS, "compiled"]  # the contract's keys, then whether compiled
+    # the contract's keys, then whether compiled and where the rest of the wall time went
+    assert [k for k, _ in result] == [*SUMMARY_KEYS, "compiled", "startup_seconds", "eval_seconds"]
     values = dict(result)
+    assert values["startup_seconds"] > 0 and values["eval_seconds"] > 0
+    parts = values["training_seconds"] + values["startup_seconds"] + values["eval_seconds"]
+    assert parts == pytest.approx(values["total_seconds"], abs=0.2)  # each printed to 0.1 s
     assert values["compiled"] == 0  # torch.compile only on CUDA
     # uniform guessing over the 512-token vocab costs 9 bits per token, and a token is >= 1 byte
     assert math.isfinite(values["val_bpb"]) and 0 < values["val_bpb"] < math.log2(512)
