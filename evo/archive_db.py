@@ -107,6 +107,11 @@ ALTER TABLE runs ADD COLUMN IF NOT EXISTS harness_sha256 VARCHAR;
 ALTER TABLE runs ADD COLUMN IF NOT EXISTS evaluator_version VARCHAR;
 ALTER TABLE evaluations ADD COLUMN IF NOT EXISTS reported_val_bpb DOUBLE;
 ALTER TABLE evaluations ADD COLUMN IF NOT EXISTS sandbox VARCHAR;
+-- where an evaluation's time went (added with evo status's time split; empty before)
+ALTER TABLE evaluations ADD COLUMN IF NOT EXISTS startup_seconds DOUBLE;
+ALTER TABLE evaluations ADD COLUMN IF NOT EXISTS eval_seconds DOUBLE;
+ALTER TABLE evaluations ADD COLUMN IF NOT EXISTS trusted_eval_s DOUBLE;
+ALTER TABLE evaluations ADD COLUMN IF NOT EXISTS trusted_eval_wall_s DOUBLE;
 CREATE SEQUENCE IF NOT EXISTS llm_call_ids START 1;
 CREATE TABLE IF NOT EXISTS llm_calls (
     call_id BIGINT NOT NULL,

@@ -20,8 +20,10 @@ import duckdb
 from evo.archive_db import ArchiveError, utcnow
 from evo.records import SUMMARY_KEYS, EvalState, EvaluationRecord, Outcome, TimeSplit
 
-# Metric keys that also get a column of their own, for direct SQL queries.
-METRIC_COLUMNS = SUMMARY_KEYS
+# Metric keys that also get a column of their own, for direct SQL queries: the summary's,
+# then where an evaluation's time went (evo status reads them without the metrics JSON).
+TIME_COLUMNS = ("startup_seconds", "eval_seconds", "trusted_eval_s", "trusted_eval_wall_s")
+METRIC_COLUMNS = (*SUMMARY_KEYS, *TIME_COLUMNS)
 
 _EVAL_COLUMNS = (
     "eval_id, run, genome_id, attempt, state, started_at, finished_at, seed, device, log_path, "
@@ -177,10 +179,11 @@ class EvaluationTable:
         (``training_seconds``, ``startup_seconds``, ``eval_seconds``: the seed prints all
         three; ``None`` where none reported it); ``wall_s`` is the engine's clock on the genome
         process and ``trusted_eval_s`` on the trusted evaluator's process that runs after it
-        (its own scoring seconds in archives from before that was recorded).
+        (its own scoring seconds where that was not recorded). Read from columns of their
+        own (:data:`TIME_COLUMNS`), empty for evaluations recorded before evo kept them.
         """
         with self._tx(read_only=True) as con:
-            row = con.execute(_SPLIT_SQL, {"run": run, "latest": int(latest)}).fetchone()
+            row = con.execute(_SPLIT_SQL, [run, int(latest)]).fetchone()
         return TimeSplit(*row)
 
     def duty_cycle(self, run: str) -> list[tuple[str, int, float, float, float | None, float | None]]:
@@ -194,23 +197,16 @@ class EvaluationTable:
         return [(d, n, float(t or 0.0), float(w or 0.0), gm, gx) for d, n, t, w, gm, gx in rows]
 
 
-def _json_number(key: str) -> str:
-    return f"TRY_CAST(json_extract_string(metrics, '$.{key}') AS DOUBLE)"
-
-
-_SPLIT_SQL = f"""
-WITH latest AS (
-    SELECT eval_id FROM evaluations
-    WHERE run = $run AND state = 'COMPLETE' AND wall_s IS NOT NULL AND training_seconds IS NOT NULL
-    ORDER BY eval_id DESC LIMIT $latest
-), e AS (  -- the metrics JSON is read for these rows only
-    SELECT wall_s, least(training_seconds, wall_s) AS training_s, {_json_number("startup_seconds")} AS startup_s,
-           {_json_number("eval_seconds")} AS eval_s,
-           coalesce({_json_number("trusted_eval_wall_s")}, {_json_number("trusted_eval_s")}) AS trusted_s
-    FROM evaluations WHERE run = $run AND eval_id >= (SELECT min(eval_id) FROM latest)
-        AND eval_id IN (SELECT eval_id FROM latest)
+_SPLIT_SQL = """
+WITH e AS (
+    SELECT wall_s, least(training_seconds, wall_s) AS training_s, startup_seconds, eval_seconds,
+           coalesce(trusted_eval_wall_s, trusted_eval_s) AS trusted_s
+    FROM evaluations
+    WHERE run = ? AND state = 'COMPLETE' AND wall_s IS NOT NULL AND training_seconds IS NOT NULL
+    ORDER BY eval_id DESC LIMIT ?
 )
-SELECT count(*), median(wall_s), median(training_s), median(startup_s), median(eval_s), median(trusted_s) FROM e
+SELECT count(*), median(wall_s), median(training_s), median(startup_seconds), median(eval_seconds), median(trusted_s)
+FROM e
 """
 
 _DUTY_SQL = """
