@@ -30,7 +30,7 @@ from pathlib import Path
 
 FOLDER = ".compile-cache"  # in a genome's workspace, and the run's shared copy beside the workspaces
 ENV = "TORCHINDUCTOR_CACHE_DIR"
-MAX_BYTES = 4 * 1024**3  # a larger seed cache is not kept: copying it would cost what it saves
+MAX_BYTES = 1024**3  # a larger seed cache is not kept: a copy per genome would cost what it saves
 
 
 def shared_path(genome_dir: Path) -> Path:
