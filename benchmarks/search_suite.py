@@ -105,7 +105,8 @@ def evo_curve(archive_path: Path, run: str, land: L.Landscape, evaluations: int)
     """Evo's chosen genome after each of the first ``evaluations`` finished evaluations."""
     from evo.archive import Archive
     from evo.config import RunConfig
-    from evo.noise import declared_best
+    from evo.noise import noise_sigma
+    from evo.racing import judge
     from evo.records import EvalState
     from evo.results import genome_results
 
@@ -120,15 +121,19 @@ def evo_curve(archive_path: Path, run: str, land: L.Landscape, evaluations: int)
         done = finished[:n]
         ids = {e.genome_id for e in done}
         results = genome_results([g for g in genomes if g.genome_id in ids], done)
-        pick = declared_best(results, config)
+        verdict = judge(results, noise_sigma(results), config.best_replicates)  # as evo.noise.declared_best
+        pick = None if verdict.best is None else next(r for r in results if r.genome_id == verdict.best)
         if pick is None:
             curve.append({"true": 1.0, "estimate": None, "genome": None, "n": 0})
             continue
+        belief = verdict.beliefs.get(pick.genome_id)
         sha = pick.genome.source_sha256
         if sha not in true_by_sha:
             true_by_sha[sha] = L.true_fitness(land, archive.source(sha))
         true = true_by_sha[sha]
-        curve.append({"true": true, "estimate": pick.val_bpb, "genome": pick.genome_id, "n": pick.n})
+        # estimate: the chosen genome's mean reading; posterior: evo's posterior mean of it (both shown by evo status)
+        curve.append({"true": true, "estimate": pick.val_bpb, "posterior": belief.mean if belief else None,
+                      "genome": pick.genome_id, "n": pick.n})
     return curve
 
 
@@ -268,6 +273,11 @@ def summarize(runs: dict[str, list[dict[str, Any]]], checkpoints: list[int], eva
             cm, cse = mean_se(curses)
             row["checkpoints"][str(n)] = {"true_mean": m, "true_se": se, "curse_mean": cm, "curse_se": cse,
                                           "true": trues}
+            posterior = [at(r["curve"], n)["true"] - at(r["curve"], n)["posterior"]
+                         for r in reps if at(r["curve"], n).get("posterior") is not None]
+            if posterior:  # evo only: the curse of its posterior mean
+                pm, pse = mean_se(posterior)
+                row["checkpoints"][str(n)].update(posterior_curse_mean=pm, posterior_curse_se=pse)
         row["mean_curve"] = [statistics.fmean(at(r["curve"], n)["true"] for r in reps)
                              for n in range(1, evaluations + 1)]
         walls = [r["wall_s"] for r in reps if "wall_s" in r]
@@ -338,6 +348,10 @@ def report(result: dict[str, Any]) -> str:
                 lines.append(f"| {method} | " + " | ".join(cells)
                              + f" | {fmt(c64.get('curse_mean', float('nan')), c64.get('curse_se', float('nan')))}"
                              + f" | {fmt(clast['curse_mean'], clast['curse_se'])} |")
+            post = s.get("evo", {}).get("checkpoints", {}).get(str(checkpoints[-1]), {})
+            if "posterior_curse_mean" in post:
+                lines.append(f"\nevo's curse measured on its posterior mean instead of the mean reading, @"
+                             f"{checkpoints[-1]}: {fmt(post['posterior_curse_mean'], post['posterior_curse_se'])}")
             lines.append("")
             if land.get("evals_to_greedy_final") is not None or ("evo" in s and "greedy" in s):
                 n = land.get("evals_to_greedy_final")

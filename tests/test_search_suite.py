@@ -126,6 +126,9 @@ def test_report_statistics():
     assert math.isnan(summary["evo"]["checkpoints"]["1"]["curse_mean"])
     assert S.evals_to_reach_greedy(summary, 2) == 2
     assert S.verdicts(summary, [2])["greedy@2"]["evo_better"]
+    runs["evo"][0]["curve"][1]["posterior"] = 0.945  # evo's posterior mean, where recorded
+    posterior = S.summarize(runs, [2], 2)["evo"]["checkpoints"]["2"]
+    assert posterior["posterior_curse_mean"] == pytest.approx(0.005)  # over the repeats that have one
 
 
 @pytest.mark.slow
@@ -155,3 +158,5 @@ def test_a_tiny_evo_run_through_the_cli_declares_a_best(tmp_path):
         replay = parse_summary(run_genome(path, e.seed).stdout)["val_bpb"]
         assert replay == pytest.approx(e.val_bpb, abs=1e-9)
     assert last["estimate"] == pytest.approx(sum(e.val_bpb for e in evals) / len(evals))
+    # evo's posterior mean of it: between the mean reading and the prior it shrinks toward
+    assert last["posterior"] is not None and abs(last["posterior"] - last["estimate"]) < 0.05
