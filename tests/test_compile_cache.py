@@ -137,7 +137,10 @@ def test_a_child_compiles_from_the_seeds_inductor_cache_in_the_sandbox(tmp_path)
     setup = _setup(tmp_path)
     genome = textwrap.dedent("""\
         import torch
+        import torch._inductor.config
         from torch._dynamo.utils import counters
+
+        torch._inductor.config.compile_threads = 1  # no pool of compile workers to start: a shorter test
 
         def f(x):
             return torch.nn.functional.gelu(x @ x.T).sum(dim=-1)
