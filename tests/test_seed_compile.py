@@ -51,24 +51,26 @@ def test_the_model_with_flex_windows_gives_the_dense_models_logits():
     torch.testing.assert_close(flex, dense, atol=1e-5, rtol=1e-5)
 
 
-def test_the_model_compiles_as_one_graph_without_recompiling_across_steps(monkeypatch):
+def test_the_model_compiles_as_one_graph_without_recompiling_across_steps():
     """fullgraph=True fails on any graph break; error_on_recompile on any recompilation.
     (aot_eager: the graph capture and autograd of Inductor without its code generation,
     which on CPU would take minutes of the suite.)"""
     import torch._dynamo
 
     torch._dynamo.reset()
-    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
-    model = _model()
-    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    for step in range(3):
-        idx, targets = torch.randint(0, 512, (2, 128)), torch.randint(0, 512, (2, 128))
-        loss = compiled(idx, targets)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        assert torch.isfinite(loss), step
+    # config.patch, not monkeypatch: monkeypatch's undo deletes the option from dynamo's
+    # config module, and every later dynamo call in this process fails on it
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        model = _model()
+        compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        for step in range(3):
+            idx, targets = torch.randint(0, 512, (2, 128)), torch.randint(0, 512, (2, 128))
+            loss = compiled(idx, targets)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            assert torch.isfinite(loss), step
     torch._dynamo.reset()
 
 
