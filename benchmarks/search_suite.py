@@ -105,8 +105,7 @@ def evo_curve(archive_path: Path, run: str, land: L.Landscape, evaluations: int)
     """Evo's chosen genome after each of the first ``evaluations`` finished evaluations."""
     from evo.archive import Archive
     from evo.config import RunConfig
-    from evo.noise import noise_sigma
-    from evo.racing import judge
+    from evo.noise import declared_verdict
     from evo.records import EvalState
     from evo.results import genome_results
 
@@ -121,7 +120,7 @@ def evo_curve(archive_path: Path, run: str, land: L.Landscape, evaluations: int)
         done = finished[:n]
         ids = {e.genome_id for e in done}
         results = genome_results([g for g in genomes if g.genome_id in ids], done)
-        verdict = judge(results, noise_sigma(results), config.best_replicates)  # as evo.noise.declared_best
+        verdict = declared_verdict(results, config)
         pick = None if verdict.best is None else next(r for r in results if r.genome_id == verdict.best)
         if pick is None:
             curve.append({"true": 1.0, "estimate": None, "genome": None, "n": 0})

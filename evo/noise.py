@@ -22,9 +22,13 @@ import math
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from evo.config import RunConfig
 from evo.results import GenomeResult
+
+if TYPE_CHECKING:
+    from evo.racing import Verdict
 
 
 @dataclass(frozen=True)
@@ -94,10 +98,15 @@ def noise_sigma(results: Sequence[GenomeResult]) -> float | None:
     return None if estimate is None else estimate.sigma
 
 
-def declared_best(results: Sequence[GenomeResult], config: RunConfig) -> GenomeResult | None:
-    """The run's declared best by its own settings: :func:`evo.racing.judge` on the pooled
-    sigma (``results``: every genome of the run, in birth order)."""
+def declared_verdict(results: Sequence[GenomeResult], config: RunConfig) -> Verdict:
+    """The run's verdict by its own settings: :func:`evo.racing.judge` on the pooled sigma
+    (``results``: every genome of the run, in birth order)."""
     from evo.racing import judge
 
-    best = judge(results, noise_sigma(results), config.best_replicates).best
+    return judge(results, noise_sigma(results), config.best_replicates)
+
+
+def declared_best(results: Sequence[GenomeResult], config: RunConfig) -> GenomeResult | None:
+    """The run's declared best by its own settings (:func:`declared_verdict`)."""
+    best = declared_verdict(results, config).best
     return None if best is None else next(r for r in results if r.genome_id == best)
