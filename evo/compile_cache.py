@@ -29,6 +29,7 @@ import uuid
 from pathlib import Path
 
 FOLDER = ".compile-cache"  # in a genome's workspace, and the run's shared copy beside the workspaces
+PARTIAL = f"{FOLDER}.*.partial"  # a shared copy being written (glob beside it; a killed engine's are removed)
 ENV = "TORCHINDUCTOR_CACHE_DIR"
 MAX_BYTES = 1024**3  # a larger seed cache is not kept: a copy per genome would cost what it saves
 
@@ -69,7 +70,7 @@ def keep(workspace: Path, shared: Path | None) -> bool:
         return False
     if not any(own.iterdir()) or _size(own) > MAX_BYTES:
         return False
-    partial = shared.with_name(f"{shared.name}.{uuid.uuid4().hex}.partial")
+    partial = shared.with_name(PARTIAL.replace("*", uuid.uuid4().hex))
     try:
         shutil.copytree(own, partial, symlinks=True)
         os.rename(partial, shared)

@@ -124,7 +124,9 @@ def remove_workspaces(genome_dir: Path) -> None:
     """Remove evaluation workspaces a killed engine left behind (symlinks are not followed)."""
     import shutil
 
+    from evo import compile_cache
+
     if genome_dir.is_dir():
-        partial = genome_dir.glob(".compile-cache.*.partial")  # evo.compile_cache's half-written copies
+        partial = genome_dir.glob(compile_cache.PARTIAL)  # half-written shared compile caches
         for path in [*genome_dir.glob("*.work"), *genome_dir.glob(".*.work.harness"), *partial]:
             shutil.rmtree(path, ignore_errors=True)
