@@ -529,6 +529,22 @@ class Run:
     excluded_steps: int  # first steps kept off the training clock (compilation, warmup)
 
 
+def model_config(seq_len: int, vocab_size: int) -> GPTConfig:
+    """The model the constants block describes, for sequences of ``seq_len`` tokens over ``vocab_size`` token ids."""
+    depth = max(1, round(DEPTH))
+    head_dim = max(2, 2 * round(HEAD_DIM / 2))
+    model_dim = max(1, math.ceil(depth * ASPECT_RATIO / head_dim)) * head_dim
+    return GPTConfig(
+        sequence_len=seq_len,
+        vocab_size=vocab_size,
+        n_layer=depth,
+        n_head=model_dim // head_dim,
+        n_embd=model_dim,
+        window_pattern=WINDOW_PATTERN,
+        logit_softcap=float(LOGIT_SOFTCAP),
+    )
+
+
 def setup(t_start: float) -> Run:
     device = pick_device()
     dtype, reason = pick_compute_dtype(device)
@@ -540,18 +556,7 @@ def setup(t_start: float) -> Run:
         torch.cuda.reset_peak_memory_stats()
 
     tokenizer = Tokenizer.from_directory()
-    depth = max(1, round(DEPTH))
-    head_dim = max(2, 2 * round(HEAD_DIM / 2))
-    model_dim = max(1, math.ceil(depth * ASPECT_RATIO / head_dim)) * head_dim
-    config = GPTConfig(
-        sequence_len=MAX_SEQ_LEN,
-        vocab_size=tokenizer.get_vocab_size(),
-        n_layer=depth,
-        n_head=model_dim // head_dim,
-        n_embd=model_dim,
-        window_pattern=WINDOW_PATTERN,
-        logit_softcap=float(LOGIT_SOFTCAP),
-    )
+    config = model_config(MAX_SEQ_LEN, tokenizer.get_vocab_size())
     model = GPT(config).to(device)
     model.init_weights()
     print(f"model: {config}")

@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 TRIAL = textwrap.dedent("""\
-    import json, math, sys, time
+    import contextlib, json, sys, time
     t0 = time.time()
     import torch
     sys.path.insert(0, sys.argv[1])
@@ -35,11 +35,7 @@ TRIAL = textwrap.dedent("""\
     from torch._dynamo.utils import counters
     profile = json.loads(sys.argv[2])
     device = seed.pick_device()
-    depth = max(1, round(seed.DEPTH))
-    head_dim = max(2, 2 * round(seed.HEAD_DIM / 2))
-    model_dim = max(1, math.ceil(depth * seed.ASPECT_RATIO / head_dim)) * head_dim
-    config = seed.GPTConfig(sequence_len=profile["seq"], vocab_size=profile["vocab"], n_layer=depth,
-                            n_head=model_dim // head_dim, n_embd=model_dim, window_pattern=seed.WINDOW_PATTERN)
+    config = seed.model_config(profile["seq"], profile["vocab"])
     model = seed.GPT(config).to(device)
     model.init_weights()
     if device.type == "cuda":
@@ -49,7 +45,7 @@ TRIAL = textwrap.dedent("""\
     idx = torch.randint(0, config.vocab_size, (batch, config.sequence_len), device=device)
     t1 = time.time()
     dtype, _ = seed.pick_compute_dtype(device)
-    autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else __import__("contextlib").nullcontext()
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
     compiled = torch.compile(model)
     with autocast:
         loss = compiled(idx, idx.roll(-1, 1))
