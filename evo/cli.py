@@ -181,6 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--best-replicates", type=int, default=2, metavar="N",
                         help="evaluations a genome needs before it is declared the run's best: the one most "
                         "likely to be best among such genomes (default 2)")
+    search.add_argument("--held-out", type=int, default=2, metavar="N", dest="held_out_replicates",
+                        help="when the search ends, evaluate the declared best N more times with fresh seeds, "
+                        "readings that take no part in any decision: an unbiased val_bpb for it, free of the "
+                        "winner's curse (default 2; within --max-evaluations when it is at least 4 N; 0: none)")
     search.add_argument("--selection", choices=SELECTIONS, default="tournament",
                         help="parent selection among the survivors (default tournament, with elitism)")
     search.add_argument("--max-children-per-parent", type=int, default=None, metavar="N",

@@ -30,11 +30,13 @@ from rich.text import Text
 from evo.cli_table import Column, fitted_table
 from evo.config import RunConfig
 from evo.credit import OPERATOR_WINDOW, OperatorCredit, operator_credit
+from evo.held_out import HeldOut, held_out
+from evo.held_out import describe as describe_held_out
 from evo.lineage import Node, load_nodes
 from evo.locking import Holder
 from evo.noise import NoiseEstimate, noise_estimate
 from evo.racing import Verdict, judge
-from evo.records import EvaluationRecord, LLMCallRecord, RunRecord, TimeSplit
+from evo.records import EvalState, EvaluationRecord, LLMCallRecord, RunRecord, TimeSplit
 
 if TYPE_CHECKING:
     from evo.archive import Archive
@@ -52,6 +54,7 @@ class StatusView:
         details: eval_id -> the last evaluation of each shown or running genome.
         time_split: where the latest COMPLETE evaluations' wall time went (medians).
         state: the run's state (evo.run_index.run_state).
+        held_out: the declared best's held-out evaluations (:mod:`evo.held_out`), oldest first.
     """
 
     record: RunRecord
@@ -69,6 +72,13 @@ class StatusView:
     now: dt.datetime
     verdict: Verdict | None = None
     duty: list[tuple[str, int, float, float, float | None, float | None]] | None = None
+    held_out: tuple[EvaluationRecord, ...] = ()
+
+    @property
+    def held_out_figure(self) -> HeldOut | None:
+        """The declared best's held-out val_bpb (:mod:`evo.held_out`), ``None`` without one."""
+        scores = [e.val_bpb for e in self.held_out if e.state is EvalState.COMPLETE and e.val_bpb is not None]
+        return held_out(scores, None if self.noise is None else self.noise.sigma)
 
     @property
     def seed(self) -> Node | None:
@@ -109,9 +119,13 @@ def load_status(archive: Archive, record: RunRecord, engine: Holder | None, stat
     noise = noise_estimate(nodes)
     verdict = judge(nodes, None if noise is None else noise.sigma, config.best_replicates)
     best = next((n for n in nodes if n.genome_id == verdict.best), None)
+    held = () if best is None else tuple(
+        e for e in archive.evaluations(record.run, metrics=("val_bpb",), genome_id=best.genome_id) if e.held_out
+    )
     return StatusView(record, config, nodes, shown, len(nodes), noise, best, details,
                       archive.time_split(record.run), archive.llm_calls(record.run), engine, state,
-                      dt.datetime.now(dt.timezone.utc).replace(tzinfo=None), verdict, archive.duty_cycle(record.run))
+                      dt.datetime.now(dt.timezone.utc).replace(tzinfo=None), verdict, archive.duty_cycle(record.run),
+                      held)
 
 
 def _time_split_line(split: TimeSplit) -> str | None:
@@ -199,7 +213,8 @@ def status_json(view: StatusView) -> dict[str, Any]:
     ``noise_floor`` (pooled sigma, the seed's n, df, genomes pooled, sigma_90: its 90%
     interval; ``None`` before any replicate), ``declared_best`` (genome_id, val_bpb,
     val_bpb_std, n, posterior_mean, p_best: its probability of being the best of every
-    COMPLETE genome, :mod:`evo.racing`; both ``None`` without a noise floor), ``genomes`` in
+    COMPLETE genome, :mod:`evo.racing`; both ``None`` without a noise floor; held_out:
+    {val_bpb, se, n} of its held-out evaluations, :mod:`evo.held_out`, ``None`` without), ``genomes`` in
     creation order (id, rank among COMPLETE genomes, generation, parents, operator,
     description, state, failure_kind, val_bpb {mean, std, n}), ``running`` (slot,
     genome_id, attempt, elapsed_s, budget_left_s), ``slots`` (per device: evaluations,
@@ -227,6 +242,9 @@ def status_json(view: StatusView) -> dict[str, Any]:
         "declared_best": None if best is None else {
             "genome_id": best.genome_id, "val_bpb": _num(best.val_bpb), "val_bpb_std": _num(best.val_bpb_std),
             "n": best.n, "posterior_mean": _num(_posterior(view, best)), "p_best": _num(_p_best(view)),
+            "held_out": None if (h := view.held_out_figure) is None else {
+                "val_bpb": _num(h.val_bpb), "se": _num(h.se), "n": h.n,
+            },
         },
         "genomes": [
             {
@@ -315,16 +333,26 @@ def header_lines(view: StatusView) -> list[str]:
         if posterior is not None and p_best is not None:
             line += f" · posterior {posterior:.6f} · P(best of all evaluated) {p_best:.2f}"
         lines.append(line)
+        figure = view.held_out_figure
+        if figure is not None:
+            lines.append(f"  {describe_held_out(figure)}: evaluations with fresh seeds after the search, "
+                         "which took no part in choosing it")
     return lines
 
 
 def running_lines(view: StatusView) -> list[str]:
     """One line per evaluation running now: slot, genome, seconds so far, description."""
-    return [
+    lines = [
         f"  {last.device or '?'}: {n.genome_id} (attempt {last.attempt}) running {elapsed:.0f} s, "
         f"~{left:.0f} s of training budget left · {' '.join(n.description.split())}"
         for n, last, elapsed, left in _running(view)
     ]
+    for e in view.held_out:
+        if e.state is EvalState.RUNNING:
+            elapsed = (view.now - e.started_at).total_seconds() if e.started_at else 0.0
+            lines.append(f"  {e.device or '?'}: {e.genome_id} (attempt {e.attempt}) running {elapsed:.0f} s: "
+                         "a held-out evaluation of the declared best")
+    return lines
 
 
 def leaderboard_columns(view: StatusView) -> list[Column]:

@@ -115,6 +115,8 @@ class RunConfig:
         noise_replicates: evaluations of the seed genome, with different EVO_SEEDs, that
             measure the noise floor sigma (1 turns noise awareness off).
         best_replicates: evaluations a genome needs before it is declared the run's best.
+        held_out_replicates: held-out evaluations of the declared best when the search ends
+            (:mod:`evo.held_out`; 0: none).
         selection: parent selection, ``tournament`` or ``rank``.
         max_children_per_parent: children one parent may get per generation (``None``:
             ``max(2, population // 2)``).
@@ -154,6 +156,7 @@ class RunConfig:
     max_evaluations: int | None = None
     noise_replicates: int = 2
     best_replicates: int = 2
+    held_out_replicates: int = 2
     selection: str = "tournament"
     max_children_per_parent: int | None = None
     sampler: str = "gp"
@@ -191,6 +194,8 @@ class RunConfig:
             raise ValueError(f"time budget must be > 0 seconds, got {self.time_budget_s}")
         if self.noise_replicates < 1 or self.best_replicates < 1:
             raise ValueError("noise_replicates and best_replicates must be >= 1")
+        if self.held_out_replicates < 0:
+            raise ValueError(f"held_out_replicates must be >= 0, got {self.held_out_replicates}")
         if self.selection not in SELECTIONS:
             raise ValueError(f"unknown selection {self.selection!r}; choose one of {', '.join(SELECTIONS)}")
         if not self.operators or any(w < 0 for w in self.operators.values()) or sum(self.operators.values()) <= 0:
@@ -204,6 +209,13 @@ class RunConfig:
         if self.max_children_per_parent is not None:
             return self.max_children_per_parent
         return max(2, self.population // 2)
+
+    def held_out_reserve(self) -> int:
+        """Evaluations of ``max_evaluations`` kept for the held-out ones: ``held_out_replicates``,
+        or none when they would take more than a quarter of the run (or without a limit)."""
+        if self.max_evaluations is None or 4 * self.held_out_replicates > self.max_evaluations:
+            return 0
+        return self.held_out_replicates
 
     def effective_wall_limit_s(self, time_budget_s: float) -> float:
         """Hard wall-clock limit for one genome process, in seconds.

@@ -25,6 +25,9 @@ from evo.boundary import evaluation_setup
 from evo.config import Paths, RunConfig
 from evo.evaluation import read_pinned_harness, scoring_limit_s
 from evo.harness import genome_env
+from evo.held_out import HELD_OUT_SEED
+from evo.held_out import describe as describe_held_out
+from evo.held_out import held_out as held_out_figure
 from evo.metrics import tail
 from evo.operators import REGISTRY, MutationOperator
 from evo.operators.llm import LLMMutation
@@ -129,7 +132,7 @@ class Engine:
                     if job is None:
                         ask = False
                         break
-                    self._start(pool, *self._job(state, job))
+                    self._start(pool, *self._job(state, job), held_out=isinstance(job, Due) and job.held_out)
                 if not pool.running():
                     if not scheduler.waiting_for_proposal:
                         break
@@ -165,11 +168,12 @@ class Engine:
         genome_files.write_atomic(genome_files.genome_path(self.genome_dir, record.genome_id), child.code)
         return record, 0
 
-    def _start(self, pool: WorkerPool, genome: GenomeRecord, replicate: int) -> None:
+    def _start(self, pool: WorkerPool, genome: GenomeRecord, replicate: int, held_out: bool = False) -> None:
         """Record a RUNNING evaluation of ``genome`` and hand it to a free slot.
 
         Replicate r runs with ``EVO_SEED = EVAL_SEED + r``: first evaluations share one
-        seed (genomes differ by code, not by luck), replicates measure the noise.
+        seed (genomes differ by code, not by luck), replicates measure the noise. Held-out
+        evaluation r (``held_out``, :mod:`evo.held_out`) runs with ``HELD_OUT_SEED + r``.
 
         Raises:
             HarnessChangedError: prepare.py is not the run's pinned harness (nothing recorded).
@@ -180,11 +184,12 @@ class Engine:
         path = genome_files.genome_path(self.genome_dir, genome.genome_id)
         if not path.is_file() or path.read_text(encoding="utf-8") != code:
             genome_files.write_atomic(path, code)
-        attempt = 1 + len(state.result(genome.genome_id).evaluations)
+        result = state.result(genome.genome_id)
+        attempt = 1 + len(result.evaluations) + len(result.held_out)
         log = genome_files.log_path(self.genome_dir, genome.genome_id, attempt)
-        seed = EVAL_SEED + replicate
+        seed = (HELD_OUT_SEED if held_out else EVAL_SEED) + replicate
         record = self.archive.start_evaluation(
-            self.config.run, genome.genome_id, seed, pool.next_device(), log, self.setup.sandbox.name
+            self.config.run, genome.genome_id, seed, pool.next_device(), log, self.setup.sandbox.name, held_out
         )
         state.record(record)
         env = genome_env(self.config.profile, self.config.dataset, seed, self.config.time_budget_s)
@@ -216,6 +221,8 @@ class Engine:
         result = state.result(job.genome_id)
         genome = result.genome
         self.reporter.genome_finished(genome, record, self.incumbent())
+        if record.held_out:
+            self._report_held_out(result)
         if record.state is EvalState.COMPLETE and result.n == 2 and result.ignores_seed:
             self.reporter.message(
                 f"{genome.genome_id}: evaluations with EVO_SEED "
@@ -233,6 +240,18 @@ class Engine:
         ):
             self._cohorts_reported.add(cohort)
             self.reporter.generation_finished(cohort, self.incumbent(), members)
+
+    def _report_held_out(self, result: GenomeResult) -> None:
+        """One line per finished held-out evaluation; its figure once all of them are in."""
+        k, done = self.config.held_out_replicates, result.held_out_counted
+        figure = held_out_figure(result.held_out_scores, self.state.sigma())
+        if done < k or figure is None:
+            self.reporter.message(f"{result.genome_id}: held-out evaluation {done}/{k} of the declared best finished")
+            return
+        self.reporter.message(
+            f"declared best {result.genome_id}: {describe_held_out(figure)}, from evaluations that took no part "
+            f"in choosing it (its search readings: mean {result.val_bpb:.6f}, n={result.n})"
+        )
 
     def _commit(self, job: EvaluationJob, outcome: Outcome, device: str | None) -> EvaluationRecord:
         """Record a finished evaluation; its outcome is kept in a file until the archive has it.

@@ -78,6 +78,7 @@ class Node:
 
 # Per genome, in creation order: the last evaluation (see Node) and the COMPLETE scores:
 # their count, the one score when there is one, all of them (in order) when there are more.
+# Held-out evaluations are left out, as genome_result leaves them out (evo.held_out).
 _NODES_SQL = """
 WITH scored AS (
     SELECT genome_id,
@@ -87,7 +88,7 @@ WITH scored AS (
            list(val_bpb ORDER BY eval_id) FILTER (WHERE state = 'COMPLETE' AND isfinite(val_bpb)) AS scores,
            count(DISTINCT seed) FILTER (WHERE state = 'COMPLETE' AND isfinite(val_bpb)) AS seeds,
            count(DISTINCT val_bpb) FILTER (WHERE state = 'COMPLETE' AND isfinite(val_bpb)) AS distinct_scores
-    FROM evaluations WHERE run = $run GROUP BY genome_id
+    FROM evaluations WHERE run = $run AND NOT coalesce(held_out, false) GROUP BY genome_id
 )
 SELECT g.genome_id, g.generation, g.operator, g.description, g.source_sha256, s.last_id, e.state, e.failure_kind,
        coalesce(s.n, 0), s.single, CASE WHEN s.n > 1 THEN s.scores END,

@@ -116,6 +116,8 @@ class EvaluationRecord:
         wall_s: wall-clock seconds of the whole process, measured by the engine.
         seed: the ``EVO_SEED`` the genome process was given.
         sandbox: what confined the genome (``bwrap`` or ``none``).
+        held_out: a held-out evaluation of the declared best, taken after the search ended
+            and never used to choose (:mod:`evo.held_out`).
     """
 
     eval_id: int
@@ -135,6 +137,7 @@ class EvaluationRecord:
     log_tail: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     sandbox: str | None = None
+    held_out: bool = False
 
     @property
     def val_bpb(self) -> float | None:

@@ -3,7 +3,8 @@
 A genome's state is that of its latest evaluation that was not INTERRUPTED (an
 interrupted attempt is re-run and never counts), or of the interrupted one if nothing
 came after it, or PENDING if it was never started. Its fitness is the mean val_bpb of its
-COMPLETE evaluations (lower is better).
+COMPLETE evaluations (lower is better). Held-out evaluations (:mod:`evo.held_out`) take
+no part in any of this: they are kept apart, in ``held_out``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ class GenomeResult:
         val_bpb_std: their sample standard deviation (0.0 for a single one).
         n: the number of COMPLETE evaluations.
         last: the evaluation that gave ``state`` (``None`` when PENDING).
-        evaluations: all its evaluations, oldest first (interrupted ones included).
+        evaluations: all its evaluations, oldest first (interrupted ones included), except
+            the held-out ones.
+        held_out: its held-out evaluations, oldest first (:mod:`evo.held_out`).
     """
 
     genome: GenomeRecord
@@ -38,11 +41,22 @@ class GenomeResult:
     n: int
     last: EvaluationRecord | None
     evaluations: tuple[EvaluationRecord, ...] = ()
+    held_out: tuple[EvaluationRecord, ...] = ()
 
     @property
     def counted(self) -> int:
-        """Evaluations that count: finished, and not INTERRUPTED."""
+        """Evaluations that count: finished, and not INTERRUPTED (held-out ones apart)."""
         return sum(1 for e in self.evaluations if e.state.is_finished and e.state is not EvalState.INTERRUPTED)
+
+    @property
+    def held_out_counted(self) -> int:
+        """Held-out evaluations that count (finished, not INTERRUPTED)."""
+        return sum(1 for e in self.held_out if e.state.is_finished and e.state is not EvalState.INTERRUPTED)
+
+    @property
+    def held_out_scores(self) -> list[float]:
+        """The val_bpb of its COMPLETE held-out evaluations, oldest first."""
+        return [e.val_bpb for e in self.held_out if e.state is EvalState.COMPLETE and e.val_bpb is not None]
 
     @property
     def genome_id(self) -> str:
@@ -69,13 +83,16 @@ class GenomeResult:
 def genome_result(genome: GenomeRecord, evaluations: Iterable[EvaluationRecord]) -> GenomeResult:
     """The :class:`GenomeResult` of one genome from its evaluations (any order)."""
     evals = sorted(evaluations, key=lambda e: e.eval_id)
+    held_out = tuple(e for e in evals if e.held_out)
+    if held_out:
+        evals = [e for e in evals if not e.held_out]
     counted = [e for e in evals if e.state is not EvalState.INTERRUPTED]
     last = counted[-1] if counted else (evals[-1] if evals else None)
     scores = [e.val_bpb for e in evals if e.state is EvalState.COMPLETE and e.val_bpb is not None]
     mean = statistics.fmean(scores) if scores else None
     std = statistics.stdev(scores) if len(scores) > 1 else (0.0 if scores else None)
     state = last.state.value if last is not None else PENDING
-    return GenomeResult(genome, state, mean, std, len(scores), last, tuple(evals))
+    return GenomeResult(genome, state, mean, std, len(scores), last, tuple(evals), held_out)
 
 
 def genome_results(genomes: Iterable[GenomeRecord], evaluations: Iterable[EvaluationRecord]) -> list[GenomeResult]:

@@ -10,7 +10,9 @@ slot frees, the next job is decided from the run as it stands:
    ``noise_replicates`` evaluations (the noise floor), a replicate that decides the race
    for the best (:func:`evo.racing.race_replicate`: the genome most likely to be best
    until it has ``best_replicates`` readings, contenders while the race is open);
-2. else a new child. Births are paced in *cohorts* of ``population``: birth ``b``
+2. once the search is over (:mod:`evo.held_out`), the declared best's held-out
+   evaluations, one at a time when nothing else runs, and nothing else;
+3. else a new child. Births are paced in *cohorts* of ``population``: birth ``b``
    belongs to cohort ``b // population``, and ``--generations G`` means ``G`` cohorts.
    Cohort 0 is the seed genome and ``population - 1`` mutants of it (started once the
    seed has scored); a child of a later cohort ``c`` draws its parents from the survivors
@@ -64,10 +66,12 @@ __all__ = ["Birth", "Child", "ChildPlan", "Due", "EngineError", "NoChildError", 
 
 @dataclass(frozen=True)
 class Due:
-    """A recorded genome whose next evaluation is due; ``replicate`` numbers its seed."""
+    """A recorded genome whose next evaluation is due; ``replicate`` numbers its seed
+    (``held_out``: a held-out evaluation, :mod:`evo.held_out`)."""
 
     result: GenomeResult
     replicate: int
+    held_out: bool = False
 
 
 @dataclass(frozen=True)
@@ -150,6 +154,8 @@ class Scheduler:
             return None
         if self.out_of_evaluations(state, in_flight):
             return None
+        if self.search_over(state, in_flight):
+            return self.held_out_due(state, in_flight)
         due = self.due(state)
         if due is not None:
             return due
@@ -169,8 +175,35 @@ class Scheduler:
         return None if child is None else Birth(child, cohort, index)
 
     def out_of_evaluations(self, state: RunState, in_flight: int) -> bool:
-        """Whether ``max_evaluations`` evaluations are counted or running."""
-        return self.config.max_evaluations is not None and state.counted + in_flight >= self.config.max_evaluations
+        """Whether ``max_evaluations`` evaluations (held-out ones included) are counted or running."""
+        return self.config.max_evaluations is not None and (
+            state.counted + state.held_out_counted + in_flight >= self.config.max_evaluations
+        )
+
+    def search_over(self, state: RunState, in_flight: int) -> bool:
+        """Whether the search has ended and only held-out evaluations may follow: the
+        evaluations left are those kept for them, or (with ``generations``) every cohort is
+        born and nothing is due. Always ``False`` without held-out evaluations."""
+        config = self.config
+        if config.held_out_replicates == 0:
+            return False
+        reserve = config.held_out_reserve()
+        if reserve and state.counted + state.held_out_counted + in_flight >= config.max_evaluations - reserve:
+            return True
+        return (
+            (config.max_evaluations is None or reserve > 0) and config.generations is not None
+            and len(state) >= config.generations * config.population and self.due(state) is None
+        )
+
+    def held_out_due(self, state: RunState, in_flight: int) -> Due | None:
+        """The declared best's next held-out evaluation (:mod:`evo.held_out`), once nothing
+        else runs, until it has ``held_out_replicates``; else ``None``."""
+        if in_flight:
+            return None
+        best = state.incumbent(self.config.best_replicates)
+        if best is None or best.held_out_counted >= self.config.held_out_replicates:
+            return None
+        return Due(best, best.held_out_counted, held_out=True)
 
     def due(self, state: RunState) -> Due | None:
         """The first genome whose next evaluation is due (module docstring, 1), if any.

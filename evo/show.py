@@ -10,6 +10,8 @@ from __future__ import annotations
 import difflib
 
 from evo.archive import Archive, ArchiveError
+from evo.held_out import describe as describe_held_out
+from evo.held_out import held_out
 from evo.records import SUMMARY_KEYS
 from evo.results import GenomeResult, genome_result
 
@@ -73,6 +75,10 @@ def header(result: GenomeResult, run: str, by_id: dict[str, GenomeResult]) -> li
     ]
     if result.last is not None and result.last.error:
         lines.append(f"error: {result.last.error}")
+    figure = held_out(result.held_out_scores, None)
+    if figure is not None:
+        lines.append(f"{describe_held_out(figure)}: readings with fresh seeds after the search, "
+                     "which took no part in choosing it (evo.held_out)")
     return lines
 
 

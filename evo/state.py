@@ -96,7 +96,8 @@ class RunState:
         self.seed_id: str | None = None
         self._pooled: dict[str, tuple[float, int]] = {}  # genome id -> its term of the pooled noise floor
         self.normalized: set[str] = set()
-        self.counted = 0  # evaluations that count (finished, not INTERRUPTED)
+        self.counted = 0  # evaluations that count (finished, not INTERRUPTED), held-out ones apart
+        self.held_out_counted = 0  # held-out evaluations that count (evo.held_out)
         self.evaluated = 0  # genomes with at least one evaluation that counts
         for genome in genomes:
             self._add(genome)
@@ -106,6 +107,7 @@ class RunState:
             self._refresh(genome_id, bulk=True)
         self._ranked.sort()
         self.counted = sum(r.counted for r in self._results.values())
+        self.held_out_counted = sum(r.held_out_counted for r in self._results.values())
         self.evaluated = sum(1 for r in self._results.values() if r.counted)
 
     @classmethod
@@ -127,10 +129,13 @@ class RunState:
 
     def record(self, evaluation: EvaluationRecord) -> None:
         """An evaluation the engine just started or finished (replaces the older record)."""
-        before = self._results[evaluation.genome_id].counted
+        old = self._results[evaluation.genome_id]
+        before = old.counted
         self._evaluations.setdefault(evaluation.genome_id, {})[evaluation.eval_id] = evaluation
         self._refresh(evaluation.genome_id)
-        after = self._results[evaluation.genome_id].counted
+        new = self._results[evaluation.genome_id]
+        after = new.counted
+        self.held_out_counted += new.held_out_counted - old.held_out_counted
         self.counted += after - before
         self.evaluated += (after > 0) - (before > 0)
 
