@@ -27,9 +27,10 @@ import landscapes as L  # noqa: E402
 from evo.config import RunConfig  # noqa: E402
 from evo.engine import EVAL_SEED  # noqa: E402
 from evo.genome import normalized_sha256, source_sha256  # noqa: E402
+from evo.held_out import HELD_OUT_SEED  # noqa: E402
 from evo.operators import REGISTRY  # noqa: E402
 from evo.records import EvalState, EvaluationRecord, GenomeRecord  # noqa: E402
-from evo.scheduler import Birth, Scheduler  # noqa: E402
+from evo.scheduler import Birth, Due, Scheduler  # noqa: E402
 from evo.state import RunState, SourceCache  # noqa: E402
 
 T0 = datetime(2026, 1, 1)
@@ -47,7 +48,7 @@ def simulate(land: L.Landscape, repeat: int, evaluations: int, keep: dict | None
     true_of: dict[str, float | None] = {}
     eval_id = 0
     try:
-        while state.counted < evaluations:
+        while state.counted + state.held_out_counted < evaluations:
             job = scheduler.next(state, 0)
             if job is None:
                 break
@@ -62,13 +63,15 @@ def simulate(land: L.Landscape, repeat: int, evaluations: int, keep: dict | None
                 replicate = 0
             else:
                 genome, replicate = job.result.genome, job.replicate
+            held_out = isinstance(job, Due) and job.held_out
+            seed = (HELD_OUT_SEED if held_out else EVAL_SEED) + replicate
             eval_id += 1
             code = sources[genome.source_sha256]
-            value = L.reading(land, L._values(code), EVAL_SEED + replicate)
+            value = L.reading(land, L._values(code), seed)
             ok = value is not None
             state.record(EvaluationRecord(
                 eval_id, "sim", genome.genome_id, 1, EvalState.COMPLETE if ok else EvalState.FAIL, T0, T0,
-                EVAL_SEED + replicate, "cpu", "", metrics={"val_bpb": value} if ok else {},
+                seed, "cpu", "", metrics={"val_bpb": value} if ok else {}, held_out=held_out,
             ))
             best = state.incumbent(config.best_replicates)
             if best is None:

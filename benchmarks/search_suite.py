@@ -19,7 +19,9 @@ each method's *chosen* genome and score it by the landscape's true (noise-free) 
 
 Reported per landscape and method at each checkpoint: the chosen genome's true fitness
 (mean ± standard error over repeats), the winner's curse (true - estimate of the chosen
-genome; positive = the reported value is optimistic), the evaluations evo needs to reach
+genome; positive = the reported value is optimistic; the estimate is the mean reading, and
+for evo also its posterior mean and, where the run took them, its held-out val_bpb,
+``evo.held_out``), the evaluations evo needs to reach
 greedy's final mean, and a verdict: evo better than each baseline at 64 and at the last
 checkpoint by more than the difference's standard error. Landscapes of held-out families
 (``landscapes.HELD_OUT``) are reported separately.
@@ -130,9 +132,11 @@ def evo_curve(archive_path: Path, run: str, land: L.Landscape, evaluations: int)
         if sha not in true_by_sha:
             true_by_sha[sha] = L.true_fitness(land, archive.source(sha))
         true = true_by_sha[sha]
-        # estimate: the chosen genome's mean reading; posterior: evo's posterior mean of it (both shown by evo status)
+        # estimate: the chosen genome's mean reading; posterior: evo's posterior mean of it; held_out: the
+        # mean of its held-out readings once they are in (evo.held_out; all three shown by evo status)
+        held = pick.held_out_scores
         curve.append({"true": true, "estimate": pick.val_bpb, "posterior": belief.mean if belief else None,
-                      "genome": pick.genome_id, "n": pick.n})
+                      "held_out": statistics.fmean(held) if held else None, "genome": pick.genome_id, "n": pick.n})
     return curve
 
 
@@ -277,6 +281,12 @@ def summarize(runs: dict[str, list[dict[str, Any]]], checkpoints: list[int], eva
             if posterior:  # evo only: the curse of its posterior mean
                 pm, pse = mean_se(posterior)
                 row["checkpoints"][str(n)].update(posterior_curse_mean=pm, posterior_curse_se=pse)
+            held = [at(r["curve"], n)["true"] - at(r["curve"], n)["held_out"]
+                    for r in reps if at(r["curve"], n).get("held_out") is not None]
+            if held:  # evo only: the curse of its held-out val_bpb, where the run took them
+                hm, hse = mean_se(held)
+                row["checkpoints"][str(n)].update(held_out_curse_mean=hm, held_out_curse_se=hse,
+                                                  held_out_repeats=len(held))
         row["mean_curve"] = [statistics.fmean(at(r["curve"], n)["true"] for r in reps)
                              for n in range(1, evaluations + 1)]
         walls = [r["wall_s"] for r in reps if "wall_s" in r]
@@ -351,6 +361,10 @@ def report(result: dict[str, Any]) -> str:
             if "posterior_curse_mean" in post:
                 lines.append(f"\nevo's curse measured on its posterior mean instead of the mean reading, @"
                              f"{checkpoints[-1]}: {fmt(post['posterior_curse_mean'], post['posterior_curse_se'])}")
+            if "held_out_curse_mean" in post:
+                lines.append(f"evo's curse measured on its held-out val_bpb (evo.held_out), @{checkpoints[-1]}: "
+                             f"{fmt(post['held_out_curse_mean'], post['held_out_curse_se'])} "
+                             f"({post['held_out_repeats']} repeats)")
             lines.append("")
             if land.get("evals_to_greedy_final") is not None or ("evo" in s and "greedy" in s):
                 n = land.get("evals_to_greedy_final")
