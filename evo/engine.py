@@ -192,6 +192,11 @@ class Engine:
             self.config.run, genome.genome_id, seed, pool.next_device(), log, self.setup.sandbox.name, held_out
         )
         state.record(record)
+        if held_out and replicate == 0:
+            self.reporter.message(
+                f"search over: evaluating the declared best {genome.genome_id} {self.config.held_out_replicates} more "
+                "times with fresh seeds, held out from every decision (evo.held_out)"
+            )
         env = genome_env(self.config.profile, self.config.dataset, seed, self.config.time_budget_s)
         job = EvaluationJob(
             record.eval_id, genome.genome_id, code, log, env, self.config.effective_wall_limit_s(self.time_budget_s),

@@ -24,9 +24,10 @@ When it happens:
   every replicate due to it have finished.
 
 The held-out evaluations run one at a time, once nothing else runs, so the declared best
-they measure is final. A run stopped another way (a wall limit, Ctrl-C) gets none. If a
-resumed run declares another genome best, the new one is evaluated in turn, and the old
-one's held-out readings stay apart.
+they measure is final. A run with neither limit (it runs until stopped) gets none; a run
+stopped by Ctrl-C gets them when ``evo resume`` brings it to its end. If a resumed run
+declares another genome best, the new one is evaluated in turn, and the old one's
+held-out readings stay apart.
 """
 
 from __future__ import annotations

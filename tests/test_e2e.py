@@ -7,6 +7,7 @@ duplicated, that lineage edges are consistent, and that the exported best train.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -113,6 +114,12 @@ def test_start_kill_resume_export(project, env):
     results = genome_results(archive.genomes("e2e"), evals)
     assert Counter(r.genome.generation for r in results) == {0: 3, 1: 3}
     assert all(r.is_finished for r in results)
+    # the resumed run ended with two held-out evaluations of its declared best (evo.held_out)
+    held = [e for e in evals if e.held_out]
+    assert len(held) == 2 and held == evals[-2:] and all(e.state is EvalState.COMPLETE for e in held)
+    shown = evo(["status", "--json"], project, env, timeout=120)
+    declared = json.loads(shown.stdout)["declared_best"]
+    assert declared["genome_id"] == held[0].genome_id and declared["held_out"]["n"] == 2
     # nothing lost: every evaluation finished before the kill is unchanged
     for eval_id, before in finished_before.items():
         assert archive.evaluation(eval_id) == before

@@ -95,6 +95,8 @@ def test_a_run_spends_its_last_evaluations_on_its_declared_best_with_fresh_seeds
     assert any(f"held-out val_bpb {mean:.6f}" in line and "(n=2)" in line for line in header_lines(view))
     figure = status_json(view)["declared_best"]["held_out"]
     assert figure["n"] == 2 and figure["val_bpb"] == pytest.approx(mean) and figure["se"] > 0
+    assert any(f"search over: evaluating the declared best {best.genome_id} 2 more times" in m
+               for m in reporter.messages)
     assert any(f"declared best {best.genome_id}: held-out val_bpb {mean:.6f}" in m for m in reporter.messages)
     # resumed, a run that is out of evaluations takes none again
     Engine(engine.paths, archive, config, 1.0, "cpu", Recorder()).run()
