@@ -18,6 +18,9 @@ from evo.results import GenomeResult
 
 def _header(run: RunRecord, result: GenomeResult, seed: int, time_budget_s: float | None) -> str:
     score = f"val_bpb {result.val_bpb:.6f} (n={result.n})" if result.val_bpb is not None else result.state
+    held = result.held_out_scores
+    if held:  # evo.held_out: readings that took no part in choosing it
+        score += f", held-out val_bpb {sum(held) / len(held):.6f} (n={len(held)})"
     lines = [
         f"# Exported by evo from run {run.run!r}, genome {result.genome_id} (generation {result.genome.generation}): {score}.",
         f"# Change: {' '.join(result.genome.description.split())}",  # one comment line, whatever it holds
