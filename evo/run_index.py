@@ -14,7 +14,8 @@ A run's state (:func:`run_state`), as ``evo runs`` shows it:
   TIMEOUT): the search never started;
 * ``finished``: the run reached its end: ``--max-evaluations`` evaluations counted, or
   all ``population x generations`` genomes born and every one evaluated (with the seed's
-  noise replicates); a resume may still add a replicate the noise-aware rule asks for;
+  noise replicates); a resume may still add a replicate the noise-aware rule asks for,
+  or the declared best's held-out evaluations (:mod:`evo.held_out`);
 * ``stopped``: anything else: stopped by Ctrl-C or a crash, or never limited
   (``--generations`` unset); ``evo resume`` continues it.
 """
