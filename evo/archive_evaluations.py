@@ -10,7 +10,7 @@ columns, for views).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -96,15 +96,16 @@ class EvaluationTable:
             finished = con.execute(f"SELECT {_EVAL_COLUMNS} FROM evaluations WHERE eval_id = ?", [eval_id]).fetchone()
         return _evaluation(finished)
 
-    def interrupt_running(self, run: str, reason: str) -> list[EvaluationRecord]:
-        """Finish every RUNNING evaluation of a run as INTERRUPTED (they are re-run later).
+    def interrupt_running(self, run: str, reason: str, keep: Collection[int] = ()) -> list[EvaluationRecord]:
+        """Finish every RUNNING evaluation of a run as INTERRUPTED (they are re-run later),
+        except those in ``keep`` (eval ids whose outcome is kept for the archive, evo.pending).
 
         Call only when no process is evaluating this run (the engine holds the run's lock).
         """
         with self._tx() as con:
             ids = [r[0] for r in con.execute(
                 "SELECT eval_id FROM evaluations WHERE run = ? AND state = 'RUNNING' ORDER BY eval_id", [run]
-            ).fetchall()]
+            ).fetchall() if r[0] not in keep]
             for eval_id in ids:
                 con.execute(
                     "UPDATE evaluations SET state = 'INTERRUPTED', finished_at = ?, failure_kind = 'interrupted', error = ? "

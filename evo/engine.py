@@ -16,6 +16,7 @@ marked INTERRUPTED and run again (exactly once), and births continue where they 
 from __future__ import annotations
 
 import queue
+from pathlib import Path
 
 import duckdb
 
@@ -283,16 +284,28 @@ class Engine:
         return record
 
     def _interrupt(self, pool: WorkerPool) -> None:
-        """Stop the slots and record what they were running as INTERRUPTED (re-run on resume)."""
+        """Stop the slots and record what they were running as INTERRUPTED (re-run on resume),
+        and any other evaluation of the run still RUNNING in the archive, except those whose
+        outcome is kept for it (:mod:`evo.pending`)."""
         running = pool.running()
         pool.close()
         for r in running:
-            outcome = Outcome(EvalState.INTERRUPTED, 0.0, None, {}, FailureKind.INTERRUPTED,
-                              "the engine stopped before this evaluation finished", tail(read_tail(r.job.log_path)))
-            try:
-                self.archive.finish_evaluation(r.job.eval_id, outcome)
-            except Exception:  # noqa: BLE001 -- resume marks it INTERRUPTED anyway
-                pass
+            self._record_interrupted(r.job.eval_id, r.job.log_path)
+        try:  # then what a Ctrl-C cut short between its record and its slot (the run's lock is held);
+            # an outcome kept for the archive stays RUNNING: the next resume records it
+            self.archive.interrupt_running(self.config.run, "the engine stopped before this evaluation finished",
+                                           keep=self.pending.kept())
+        except Exception:  # noqa: BLE001 -- the next resume does the same
+            pass
+
+    def _record_interrupted(self, eval_id: int, log_path: Path) -> None:
+        """Finish a RUNNING evaluation as INTERRUPTED (best effort: resume does it otherwise)."""
+        outcome = Outcome(EvalState.INTERRUPTED, 0.0, None, {}, FailureKind.INTERRUPTED,
+                          "the engine stopped before this evaluation finished", tail(read_tail(log_path)))
+        try:
+            self.archive.finish_evaluation(eval_id, outcome)
+        except Exception:  # noqa: BLE001 -- resume marks it INTERRUPTED anyway
+            pass
 
     def evaluate(self, genome: GenomeRecord, replicate: int = 0) -> EvaluationRecord:
         """Evaluate one recorded genome now, on one slot of this machine, and record it.

@@ -64,6 +64,12 @@ class PendingOutcomes:
             raise
         return path
 
+    def kept(self) -> set[int]:
+        """The eval ids whose outcome is kept here (any run)."""
+        if not self.folder.is_dir():
+            return set()
+        return {int(p.stem) for p in self.folder.glob("*.json") if p.stem.isdigit()}
+
     def remove(self, eval_id: int) -> None:
         self.path(eval_id).unlink(missing_ok=True)
 

@@ -178,3 +178,26 @@ def test_a_genome_that_fixes_its_own_seed_is_reported(tmp_path, fake_genome, noi
         assert seed.ignores_seed and pinned and pinned[0].startswith("g0000: evaluations with EVO_SEED 42, 43")
     else:
         assert not seed.ignores_seed and not pinned
+
+
+def test_ctrl_c_between_recording_an_evaluation_and_handing_it_to_a_slot_leaves_nothing_running(
+    tmp_path, fake_genome, monkeypatch,
+):
+    """The evaluation is recorded RUNNING before a slot gets it: a Ctrl-C in between must
+    still leave it INTERRUPTED (the archive consistent at once, not only after a resume)."""
+    engine, archive = _engine(tmp_path, Recorder(), generations=2)
+    real = Engine.scoring_limit  # called in _start after the RUNNING record, before the slot
+    calls = {"n": 0}
+
+    def interrupted(self, genome):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(self, genome)
+
+    monkeypatch.setattr(Engine, "scoring_limit", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        engine.run(fake_genome)
+    evals = archive.evaluations("r")
+    assert len(evals) == 3 and not [e for e in evals if e.state is EvalState.RUNNING]
+    assert evals[-1].state is EvalState.INTERRUPTED
