@@ -32,6 +32,7 @@ from evo.config import RunConfig
 from evo.credit import OPERATOR_WINDOW, OperatorCredit, operator_credit
 from evo.held_out import HeldOut, held_out
 from evo.held_out import describe as describe_held_out
+from evo.held_out import scores as held_out_scores
 from evo.lineage import Node, load_nodes
 from evo.locking import Holder
 from evo.noise import NoiseEstimate, noise_estimate
@@ -77,8 +78,7 @@ class StatusView:
     @property
     def held_out_figure(self) -> HeldOut | None:
         """The declared best's held-out val_bpb (:mod:`evo.held_out`), ``None`` without one."""
-        scores = [e.val_bpb for e in self.held_out if e.state is EvalState.COMPLETE and e.val_bpb is not None]
-        return held_out(scores, None if self.noise is None else self.noise.sigma)
+        return held_out(held_out_scores(self.held_out), None if self.noise is None else self.noise.sigma)
 
     @property
     def seed(self) -> Node | None:

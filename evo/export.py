@@ -12,15 +12,17 @@ from __future__ import annotations
 import libcst as cst
 import libcst.matchers as m
 
+from evo.held_out import describe as describe_held_out
+from evo.held_out import held_out
 from evo.records import RunRecord
 from evo.results import GenomeResult
 
 
 def _header(run: RunRecord, result: GenomeResult, seed: int, time_budget_s: float | None) -> str:
     score = f"val_bpb {result.val_bpb:.6f} (n={result.n})" if result.val_bpb is not None else result.state
-    held = result.held_out_scores
-    if held:  # evo.held_out: readings that took no part in choosing it
-        score += f", held-out val_bpb {sum(held) / len(held):.6f} (n={len(held)})"
+    figure = held_out(result.held_out_scores, None)
+    if figure is not None:  # readings that took no part in choosing it
+        score += f", {describe_held_out(figure)}"
     lines = [
         f"# Exported by evo from run {run.run!r}, genome {result.genome_id} (generation {result.genome.generation}): {score}.",
         f"# Change: {' '.join(result.genome.description.split())}",  # one comment line, whatever it holds

@@ -34,8 +34,10 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+
+from evo.records import EvalState, EvaluationRecord
 
 HELD_OUT_SEED = 1_000_042  # EVO_SEED of held-out evaluation i is HELD_OUT_SEED + i (search seeds are 42 + r)
 
@@ -53,6 +55,11 @@ class HeldOut:
     val_bpb: float
     se: float | None
     n: int
+
+
+def scores(evaluations: Iterable[EvaluationRecord]) -> list[float]:
+    """The val_bpb of the COMPLETE ones among held-out ``evaluations``, in their order."""
+    return [e.val_bpb for e in evaluations if e.state is EvalState.COMPLETE and e.val_bpb is not None]
 
 
 def held_out(scores: Sequence[float], sigma: float | None) -> HeldOut | None:

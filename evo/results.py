@@ -13,6 +13,7 @@ import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from evo.held_out import scores as held_out_scores
 from evo.records import EvalState, EvaluationRecord, GenomeRecord
 
 PENDING = "PENDING"
@@ -56,7 +57,7 @@ class GenomeResult:
     @property
     def held_out_scores(self) -> list[float]:
         """The val_bpb of its COMPLETE held-out evaluations, oldest first."""
-        return [e.val_bpb for e in self.held_out if e.state is EvalState.COMPLETE and e.val_bpb is not None]
+        return held_out_scores(self.held_out)
 
     @property
     def genome_id(self) -> str:
