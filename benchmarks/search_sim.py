@@ -25,9 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import landscapes as L  # noqa: E402
 
 from evo.config import RunConfig  # noqa: E402
-from evo.engine import EVAL_SEED  # noqa: E402
+from evo.engine import evo_seed  # noqa: E402
 from evo.genome import normalized_sha256, source_sha256  # noqa: E402
-from evo.held_out import HELD_OUT_SEED  # noqa: E402
 from evo.operators import REGISTRY  # noqa: E402
 from evo.records import EvalState, EvaluationRecord, GenomeRecord  # noqa: E402
 from evo.scheduler import Birth, Due, Scheduler  # noqa: E402
@@ -64,7 +63,7 @@ def simulate(land: L.Landscape, repeat: int, evaluations: int, keep: dict | None
             else:
                 genome, replicate = job.result.genome, job.replicate
             held_out = isinstance(job, Due) and job.held_out
-            seed = (HELD_OUT_SEED if held_out else EVAL_SEED) + replicate
+            seed = evo_seed(replicate, held_out)
             eval_id += 1
             code = sources[genome.source_sha256]
             value = L.reading(land, L._values(code), seed)

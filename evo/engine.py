@@ -44,7 +44,14 @@ from evo.workers import EvaluationJob, Execution, Finished, WorkerLostError, Wor
 EVAL_SEED = 42  # EVO_SEED of every first evaluation: genomes differ by code, not by seed
 POLL_S = 0.25  # how often the loop looks at the slots while genomes train
 
-__all__ = ["EVAL_SEED", "ArchiveWriteError", "Child", "Engine", "EngineError", "Execution", "seed_child"]
+__all__ = ["EVAL_SEED", "ArchiveWriteError", "Child", "Engine", "EngineError", "Execution", "evo_seed", "seed_child"]
+
+
+def evo_seed(replicate: int, held_out: bool = False) -> int:
+    """The ``EVO_SEED`` of a genome's evaluation: ``EVAL_SEED + replicate``, so first
+    evaluations share one seed (genomes differ by code, not by luck) and replicates measure
+    the noise; held-out evaluation r (:mod:`evo.held_out`) gets ``HELD_OUT_SEED + r``."""
+    return (HELD_OUT_SEED if held_out else EVAL_SEED) + replicate
 
 
 class ArchiveWriteError(ArchiveError):
@@ -172,9 +179,7 @@ class Engine:
     def _start(self, pool: WorkerPool, genome: GenomeRecord, replicate: int, held_out: bool = False) -> None:
         """Record a RUNNING evaluation of ``genome`` and hand it to a free slot.
 
-        Replicate r runs with ``EVO_SEED = EVAL_SEED + r``: first evaluations share one
-        seed (genomes differ by code, not by luck), replicates measure the noise. Held-out
-        evaluation r (``held_out``, :mod:`evo.held_out`) runs with ``HELD_OUT_SEED + r``.
+        Replicate r runs with ``EVO_SEED = evo_seed(r, held_out)``.
 
         Raises:
             HarnessChangedError: prepare.py is not the run's pinned harness (nothing recorded).
@@ -188,7 +193,7 @@ class Engine:
         result = state.result(genome.genome_id)
         attempt = 1 + len(result.evaluations) + len(result.held_out)
         log = genome_files.log_path(self.genome_dir, genome.genome_id, attempt)
-        seed = (HELD_OUT_SEED if held_out else EVAL_SEED) + replicate
+        seed = evo_seed(replicate, held_out)
         record = self.archive.start_evaluation(
             self.config.run, genome.genome_id, seed, pool.next_device(), log, self.setup.sandbox.name, held_out
         )

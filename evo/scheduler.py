@@ -154,7 +154,7 @@ class Scheduler:
             return None
         if self.out_of_evaluations(state, in_flight):
             return None
-        if self.search_over(state, in_flight):
+        if self.held_out_reserved(state, in_flight):
             return self.held_out_due(state, in_flight)
         due = self.due(state)
         if due is not None:
@@ -162,7 +162,7 @@ class Scheduler:
         births = len(state)
         cohort, index = divmod(births, self.config.population)
         if self.config.generations is not None and cohort >= self.config.generations:
-            return None
+            return self.held_out_due(state, in_flight)  # every cohort born, nothing due: the search is over
         if births == 0:
             if self.seed_code is None:
                 raise EngineError("the run has no seed genome recorded and none was given")
@@ -180,28 +180,21 @@ class Scheduler:
             state.counted + state.held_out_counted + in_flight >= self.config.max_evaluations
         )
 
-    def search_over(self, state: RunState, in_flight: int) -> bool:
-        """Whether the search has ended and only held-out evaluations may follow: the
-        evaluations left are those kept for them, or (with ``generations``) every cohort is
-        born and nothing is due. Always ``False`` without held-out evaluations."""
-        config = self.config
-        if config.held_out_replicates == 0:
-            return False
-        reserve = config.held_out_reserve()
-        if reserve and state.counted + state.held_out_counted + in_flight >= config.max_evaluations - reserve:
-            return True
-        return (
-            (config.max_evaluations is None or reserve > 0) and config.generations is not None
-            and len(state) >= config.generations * config.population and self.due(state) is None
-        )
+    def held_out_reserved(self, state: RunState, in_flight: int) -> bool:
+        """Whether only the evaluations kept for the held-out ones are left of ``max_evaluations``
+        (:meth:`RunConfig.held_out_reserve`): the search is over."""
+        reserve = self.config.held_out_reserve()
+        return reserve > 0 and state.counted + state.held_out_counted + in_flight >= self.config.max_evaluations - reserve
 
     def held_out_due(self, state: RunState, in_flight: int) -> Due | None:
-        """The declared best's next held-out evaluation (:mod:`evo.held_out`), once nothing
-        else runs, until it has ``held_out_replicates``; else ``None``."""
-        if in_flight:
+        """Once the search is over: the declared best's next held-out evaluation
+        (:mod:`evo.held_out`), when nothing else runs, until it has ``held_out_replicates``;
+        ``None`` when a run with ``max_evaluations`` keeps none for them (too short)."""
+        config = self.config
+        if in_flight or (config.max_evaluations is not None and config.held_out_reserve() == 0):
             return None
         best = state.incumbent(self.config.best_replicates)
-        if best is None or best.held_out_counted >= self.config.held_out_replicates:
+        if best is None or best.held_out_counted >= config.held_out_replicates:
             return None
         return Due(best, best.held_out_counted, held_out=True)
 
