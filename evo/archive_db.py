@@ -113,6 +113,8 @@ ALTER TABLE evaluations ADD COLUMN IF NOT EXISTS eval_seconds DOUBLE;
 ALTER TABLE evaluations ADD COLUMN IF NOT EXISTS trusted_eval_s DOUBLE;
 ALTER TABLE evaluations ADD COLUMN IF NOT EXISTS trusted_eval_wall_s DOUBLE;
 ALTER TABLE evaluations ADD COLUMN IF NOT EXISTS held_out BOOLEAN DEFAULT false;
+-- the share of the time budget (added with screening, evo.screening; 1.0 before)
+ALTER TABLE evaluations ADD COLUMN IF NOT EXISTS fidelity DOUBLE DEFAULT 1.0;
 CREATE SEQUENCE IF NOT EXISTS llm_call_ids START 1;
 CREATE TABLE IF NOT EXISTS llm_calls (
     call_id BIGINT NOT NULL,

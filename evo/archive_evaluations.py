@@ -27,8 +27,9 @@ METRIC_COLUMNS = (*SUMMARY_KEYS, *TIME_COLUMNS)
 
 _EVAL_COLUMNS = (
     "eval_id, run, genome_id, attempt, state, started_at, finished_at, seed, device, log_path, "
-    "wall_s, returncode, failure_kind, error, log_tail, metrics, sandbox, held_out"
+    "wall_s, returncode, failure_kind, error, log_tail, metrics, sandbox, held_out, fidelity"
 )
+_N_EVAL_COLUMNS = len(_EVAL_COLUMNS.split(","))
 
 
 class EvaluationTable:
@@ -39,10 +40,11 @@ class EvaluationTable:
 
     def start_evaluation(
         self, run: str, genome_id: str, seed: int, device: str, log_path: str | Path, sandbox: str | None = None,
-        held_out: bool = False,
+        held_out: bool = False, fidelity: float = 1.0,
     ) -> EvaluationRecord:
         """Record a RUNNING evaluation of a genome, before its process starts (``held_out``:
-        one that must not take part in the run's decisions, :mod:`evo.held_out`).
+        one that must not take part in the run's decisions, :mod:`evo.held_out`;
+        ``fidelity``: the share of the time budget, below 1 for a screen, :mod:`evo.screening`).
 
         Raises:
             ArchiveError: unknown genome, or the genome already has a RUNNING evaluation.
@@ -60,8 +62,8 @@ class EvaluationTable:
             eval_id = con.execute("SELECT nextval('evaluation_ids')").fetchone()[0]
             con.execute(
                 "INSERT INTO evaluations (eval_id, run, genome_id, attempt, state, started_at, seed, device, log_path, "
-                "sandbox, held_out) VALUES (?, ?, ?, ?, 'RUNNING', ?, ?, ?, ?, ?, ?)",
-                [eval_id, run, genome_id, attempt, utcnow(), seed, device, str(log_path), sandbox, held_out],
+                "sandbox, held_out, fidelity) VALUES (?, ?, ?, ?, 'RUNNING', ?, ?, ?, ?, ?, ?, ?)",
+                [eval_id, run, genome_id, attempt, utcnow(), seed, device, str(log_path), sandbox, held_out, fidelity],
             )
             row = con.execute(f"SELECT {_EVAL_COLUMNS} FROM evaluations WHERE eval_id = ?", [eval_id]).fetchone()
         return _evaluation(row)
@@ -163,7 +165,7 @@ class EvaluationTable:
                 rows = con.execute(
                     f"SELECT {', '.join([light, *names])} FROM evaluations WHERE {where} ORDER BY eval_id", params
                 ).fetchall()
-            return [_evaluation(r[:18], dict(zip(names, r[18:], strict=True))) for r in rows]
+            return [_evaluation(r[:_N_EVAL_COLUMNS], dict(zip(names, r[_N_EVAL_COLUMNS:], strict=True))) for r in rows]
         columns = _EVAL_COLUMNS
         if log_tails_of_last is not None:
             keep = (
@@ -230,7 +232,7 @@ def _evaluation(row: Sequence[Any], columns: dict[str, float | None] | None = No
     """An EvaluationRecord from a row of ``_EVAL_COLUMNS``; ``columns``: metrics read from
     their own columns instead of the JSON (NULLs left out)."""
     (eval_id, run, genome_id, attempt, state, started_at, finished_at, seed, device, log_path,
-     wall_s, returncode, failure_kind, error, log_tail, metrics, sandbox, held_out) = row
+     wall_s, returncode, failure_kind, error, log_tail, metrics, sandbox, held_out, fidelity) = row
     if columns is not None:
         values = {k: v for k, v in columns.items() if v is not None}
     else:
@@ -240,4 +242,5 @@ def _evaluation(row: Sequence[Any], columns: dict[str, float | None] | None = No
         started_at=started_at, finished_at=finished_at, seed=seed, device=device, log_path=log_path,
         wall_s=wall_s, returncode=returncode, failure_kind=failure_kind, error=error, log_tail=log_tail,
         metrics=values, sandbox=sandbox, held_out=bool(held_out),
+        fidelity=1.0 if fidelity is None else float(fidelity),
     )

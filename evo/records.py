@@ -118,6 +118,9 @@ class EvaluationRecord:
         sandbox: what confined the genome (``bwrap`` or ``none``).
         held_out: a held-out evaluation of the declared best, taken after the search ended
             and never used to choose (:mod:`evo.held_out`).
+        fidelity: the share of the run's time budget it trained for: 1.0 for a full
+            evaluation, less for a screen (:mod:`evo.screening`), which is compared only
+            with other screens.
     """
 
     eval_id: int
@@ -138,6 +141,12 @@ class EvaluationRecord:
     metrics: dict[str, float] = field(default_factory=dict)
     sandbox: str | None = None
     held_out: bool = False
+    fidelity: float = 1.0
+
+    @property
+    def is_screen(self) -> bool:
+        """A screening evaluation at a fraction of the budget (:mod:`evo.screening`)."""
+        return self.fidelity < 1.0
 
     @property
     def val_bpb(self) -> float | None:
