@@ -83,7 +83,7 @@ class TimingReporter:
     def generation_started(self, generation, population):
         pass
 
-    def genome_started(self, genome, index, population, attempt, device):
+    def genome_started(self, genome, index, population, attempt, device, budget_s=None):
         self.starts.append((time.monotonic(), time.process_time()))
 
     def tick(self, device, tick):

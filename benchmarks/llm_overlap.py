@@ -49,7 +49,7 @@ class Quiet:
     def generation_finished(self, generation, best, results):
         self.wall_s[generation] = time.monotonic() - self.started[generation]
 
-    def genome_started(self, genome, index, population, attempt, device):
+    def genome_started(self, genome, index, population, attempt, device, budget_s=None):
         pass
 
     def tick(self, device, tick):

@@ -54,7 +54,7 @@ class QuietReporter:
     def generation_started(self, generation, population):
         pass
 
-    def genome_started(self, genome, index, population, attempt, device):
+    def genome_started(self, genome, index, population, attempt, device, budget_s=None):
         pass
 
     def tick(self, device, tick):

@@ -173,7 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed-genome", default=None, metavar="FILE", help="first genome (default: <project>/seed_train.py)")
     p.add_argument("--seed", type=int, default=0, help="random seed of selection and mutation (default 0)")
     p.add_argument("--max-evaluations", type=int, default=None, metavar="N",
-                   help="stop after N evaluations, replicates included (default: no limit)")
+                   help="stop after N evaluations, replicates included; a screen counts as its fraction "
+                   "(default: no limit)")
     search = p.add_argument_group("noise-aware search")
     search.add_argument("--noise-replicates", type=int, default=2, metavar="N",
                         help="evaluations of the seed genome with different seeds, the first measure of the noise "
@@ -185,6 +186,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="when the search ends, evaluate the declared best N more times with fresh seeds, "
                         "readings that take no part in any decision: an unbiased val_bpb for it, free of the "
                         "winner's curse (default 2; within --max-evaluations when it is at least 4 N; 0: none)")
+    search.add_argument("--screen", type=float, default=0.0, metavar="FRACTION", dest="screen_fraction",
+                        help="multi-fidelity screening (ASHA): train each new child for FRACTION of the time budget "
+                        "first (a complete run with its own schedule) and promote only the best 1/ETA of the screened "
+                        "children to a full evaluation; a screen counts FRACTION of an evaluation against "
+                        "--max-evaluations, and its reading is compared only with other screens (default 0: off)")
+    search.add_argument("--screen-eta", type=int, default=3, metavar="ETA",
+                        help="the share of screened children promoted is 1/ETA (default 3)")
     search.add_argument("--selection", choices=SELECTIONS, default="tournament",
                         help="parent selection among the survivors (default tournament, with elitism)")
     search.add_argument("--max-children-per-parent", type=int, default=None, metavar="N",

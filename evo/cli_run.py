@@ -182,7 +182,7 @@ def cmd_start(args: argparse.Namespace) -> int:
             time_budget_s=args.time_budget, wall_limit_s=args.wall_limit, seed=args.seed, seed_genome=str(seed_path),
             max_evaluations=args.max_evaluations, noise_replicates=args.noise_replicates,
             best_replicates=args.best_replicates, held_out_replicates=args.held_out_replicates,
-            selection=args.selection,
+            screen_fraction=args.screen_fraction, screen_eta=args.screen_eta, selection=args.selection,
             max_children_per_parent=args.max_children_per_parent, sampler=args.sampler,
             operators=_parse_operators(args.operators), llm_model=args.llm_model, llm_base_url=args.llm_base_url,
             llm_price=parse_price(args.llm_price) if args.llm_price else None, max_llm_cost_usd=args.max_llm_cost,

@@ -189,7 +189,8 @@ def _running(view: StatusView) -> list[tuple[Node, EvaluationRecord, float, floa
         last = view.last(node) if node.state == "RUNNING" else None
         if last is not None:
             elapsed = (view.now - last.started_at).total_seconds() if last.started_at else 0.0
-            out.append((node, last, elapsed, max(0.0, view.record.time_budget_s - elapsed)))
+            budget_s = view.record.time_budget_s * last.fidelity  # a screen's is shorter (evo.screening)
+            out.append((node, last, elapsed, max(0.0, budget_s - elapsed)))
     return out
 
 
@@ -204,6 +205,17 @@ def _llm_summary(calls: Sequence[LLMCallRecord]) -> dict[str, Any] | None:
     }
 
 
+def _screening(view: StatusView) -> dict[str, Any] | None:
+    """``{fraction, eta, screened, promoted}`` of a run with screening on (COMPLETE screens;
+    promoted: those evaluated in full since), ``None`` with it off."""
+    config = view.config
+    if not config.screening:
+        return None
+    screened = [n for n in view.nodes if n.screen_bpb is not None]
+    return {"fraction": config.screen_fraction, "eta": config.screen_eta, "screened": len(screened),
+            "promoted": sum(1 for n in screened if n.state != "SCREENED")}
+
+
 def status_json(view: StatusView) -> dict[str, Any]:
     """``evo status --json``: the run, its noise floor, declared best, every genome, the running slots.
 
@@ -216,7 +228,9 @@ def status_json(view: StatusView) -> dict[str, Any]:
     COMPLETE genome, :mod:`evo.racing`; both ``None`` without a noise floor; held_out:
     {val_bpb, se, n} of its held-out evaluations, :mod:`evo.held_out`, ``None`` without), ``genomes`` in
     creation order (id, rank among COMPLETE genomes, generation, parents, operator,
-    description, state, failure_kind, val_bpb {mean, std, n}), ``running`` (slot,
+    description, state, failure_kind, val_bpb {mean, std, n}, screen_val_bpb: the mean
+    COMPLETE screen reading, :mod:`evo.screening`), ``screening`` (fraction, eta, screened,
+    promoted; ``None`` when the run does not screen), ``running`` (slot,
     genome_id, attempt, elapsed_s, budget_left_s), ``slots`` (per device: evaluations,
     training_s as the genomes report it, wall_s from the first start to the last finish,
     duty_cycle = training_s / wall_s, idle gaps between evaluations), ``operators`` (name -> children,
@@ -235,6 +249,7 @@ def status_json(view: StatusView) -> dict[str, Any]:
             "engine_pid": view.engine.pid if view.engine else None,
         },
         "states": dict(sorted(Counter(n.state for n in view.nodes).items())),
+        "screening": _screening(view),
         "noise_floor": None if noise is None else {
             "sigma": _num(noise.sigma), "n": seed.n if seed else 0, "df": noise.df, "genomes": noise.genomes,
             "sigma_90": [_num(noise.low), _num(noise.high)],
@@ -252,6 +267,7 @@ def status_json(view: StatusView) -> dict[str, Any]:
                 "parents": list(n.parents), "operator": n.operator, "description": n.description,
                 "state": n.state, "failure_kind": n.failure_kind,
                 "val_bpb": {"mean": _num(n.val_bpb), "std": _num(n.val_bpb_std), "n": n.n},
+                "screen_val_bpb": _num(n.screen_bpb),
             }
             for n in view.nodes
         ],
@@ -299,6 +315,12 @@ def header_lines(view: StatusView) -> list[str]:
     counts = Counter(n.state for n in nodes)
     lines.append(f"{len(nodes)} genomes in {generations} generation(s) · states: "
                  + (", ".join(f"{state} {k}" for state, k in sorted(counts.items())) or "none yet"))
+    screening = _screening(view)
+    if screening is not None:
+        lines.append(
+            f"screening (evo.screening): a child trains {config.screen_fraction:.0%} of the budget first, and the best "
+            f"1/{config.screen_eta} of those screened are promoted to a full evaluation: {screening['screened']} "
+            f"screened, {screening['promoted']} promoted; screen readings are compared only with each other")
     split = _time_split_line(view.time_split)
     if split:
         lines.append(split)
@@ -343,7 +365,8 @@ def header_lines(view: StatusView) -> list[str]:
 def running_lines(view: StatusView) -> list[str]:
     """One line per evaluation running now: slot, genome, seconds so far, description."""
     lines = [
-        f"  {last.device or '?'}: {n.genome_id} (attempt {last.attempt}) running {elapsed:.0f} s, "
+        f"  {last.device or '?'}: {n.genome_id} (attempt {last.attempt}) "
+        f"{f'screening at {last.fidelity:.0%} of the budget, ' if last.is_screen else ''}running {elapsed:.0f} s, "
         f"~{left:.0f} s of training budget left · {' '.join(n.description.split())}"
         for n, last, elapsed, left in _running(view)
     ]
@@ -365,6 +388,8 @@ def leaderboard_columns(view: StatusView) -> list[Column]:
     rank_of = {n.genome_id: i for i, n in enumerate(complete, start=1)}
 
     def state(n: Node) -> str:
+        if n.screen_bpb is not None and n.val_bpb is None:
+            return f"{n.state} (screen {n.screen_bpb:.4f})"
         return f"{n.state} ({n.failure_kind})" if n.failure_kind else n.state
 
     def wall(n: Node) -> str:
@@ -391,7 +416,8 @@ def leaderboard_columns(view: StatusView) -> list[Column]:
 def _style(n: Node, best_id: str | None) -> str:
     if n.genome_id == best_id:
         return "bold green"
-    return {"FAIL": "red", "TIMEOUT": "red", "RUNNING": "yellow", "PENDING": "dim", "INTERRUPTED": "dim"}.get(n.state, "")
+    return {"FAIL": "red", "TIMEOUT": "red", "RUNNING": "yellow", "PENDING": "dim", "INTERRUPTED": "dim",
+            "SCREENED": "dim"}.get(n.state, "")
 
 
 def render_status(view: StatusView, console: Console, wide: bool = False) -> None:

@@ -117,6 +117,11 @@ class RunConfig:
         best_replicates: evaluations a genome needs before it is declared the run's best.
         held_out_replicates: held-out evaluations of the declared best when the search ends
             (:mod:`evo.held_out`; 0: none).
+        screen_fraction: screening (:mod:`evo.screening`): a new child first trains for this
+            share of the time budget, in (0, 1), and only the best ``1 / screen_eta`` of the
+            screened children are promoted to a full evaluation; 0: off (every child is
+            evaluated in full).
+        screen_eta: ASHA's reduction factor (>= 2).
         selection: parent selection, ``tournament`` or ``rank``.
         max_children_per_parent: children one parent may get per generation (``None``:
             ``max(2, population // 2)``).
@@ -157,6 +162,8 @@ class RunConfig:
     noise_replicates: int = 2
     best_replicates: int = 2
     held_out_replicates: int = 2
+    screen_fraction: float = 0.0
+    screen_eta: int = 3
     selection: str = "tournament"
     max_children_per_parent: int | None = None
     sampler: str = "gp"
@@ -196,6 +203,10 @@ class RunConfig:
             raise ValueError("noise_replicates and best_replicates must be >= 1")
         if self.held_out_replicates < 0:
             raise ValueError(f"held_out_replicates must be >= 0, got {self.held_out_replicates}")
+        if not 0.0 <= self.screen_fraction < 1.0:
+            raise ValueError(f"screen fraction must be in [0, 1) (0: no screening), got {self.screen_fraction:g}")
+        if self.screen_eta < 2:
+            raise ValueError(f"screen eta must be >= 2, got {self.screen_eta}")
         if self.selection not in SELECTIONS:
             raise ValueError(f"unknown selection {self.selection!r}; choose one of {', '.join(SELECTIONS)}")
         if not self.operators or any(w < 0 for w in self.operators.values()) or sum(self.operators.values()) <= 0:
@@ -216,6 +227,17 @@ class RunConfig:
         if self.max_evaluations is None or 4 * self.held_out_replicates > self.max_evaluations:
             return 0
         return self.held_out_replicates
+
+    @property
+    def screen_window(self) -> int:
+        """The screened genomes a promotion is ranked among: the latest ``screen_eta x
+        population`` (:mod:`evo.screening`)."""
+        return self.screen_eta * self.population
+
+    @property
+    def screening(self) -> bool:
+        """Whether new children are screened at ``screen_fraction`` of the budget first."""
+        return self.screen_fraction > 0.0
 
     def effective_wall_limit_s(self, time_budget_s: float) -> float:
         """Hard wall-clock limit for one genome process, in seconds.

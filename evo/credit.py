@@ -7,7 +7,8 @@ from the archive (nothing is stored twice) and a resumed run learns the same.
   bandit-based adaptive operator selection mechanisms"; probability matching, Goldberg
   1990), over a sliding window of the latest births: a child *improves* when its
   posterior mean (:mod:`evo.posterior`) is below its best parent's by more than sigma. Each operator's weight is the run's configured weight times its Beta(1 + s,
-  1 + f) mean success rate, that rate floored at ``OPERATOR_FLOOR`` of the best operator's
+  1 + f) mean success rate (a child screened out, :mod:`evo.screening`, counts as one that
+  did not improve), that rate floored at ``OPERATOR_FLOOR`` of the best operator's
   (an operator that failed early keeps some chance).
 * **Constants**: a child's gain over its first parent (``max(0, parent mean - child mean)``,
   bits/byte) is shared among the constants it changed; a constant's weight is its mean
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from evo.posterior import Belief, parents_of
+from evo.results import SCREENED
 
 OPERATOR_WINDOW = 256  # operators earn credit over the latest births (a sliding window, Fialho et al. 2010)
 OPERATOR_FLOOR = 0.25  # an operator keeps at least this share of its configured weight
@@ -56,6 +58,9 @@ def operator_credit(
         operator = getattr(r, "operator", None) or r.genome.operator
         child = believed.get(r.genome_id)
         parents = [believed[p] for p in parents_of(r) if p in believed]
+        if operator in configured and child is None and parents and r.state == SCREENED:
+            children[operator] += 1  # screened out (evo.screening): a child that did not improve
+            continue
         if operator not in configured or child is None or not parents:
             continue
         children[operator] += 1

@@ -140,7 +140,8 @@ class Engine:
                     if job is None:
                         ask = False
                         break
-                    self._start(pool, *self._job(state, job), held_out=isinstance(job, Due) and job.held_out)
+                    self._start(pool, *self._job(state, job), held_out=isinstance(job, Due) and job.held_out,
+                                fidelity=job.fidelity)
                 if not pool.running():
                     if not scheduler.waiting_for_proposal:
                         break
@@ -176,10 +177,14 @@ class Engine:
         genome_files.write_atomic(genome_files.genome_path(self.genome_dir, record.genome_id), child.code)
         return record, 0
 
-    def _start(self, pool: WorkerPool, genome: GenomeRecord, replicate: int, held_out: bool = False) -> None:
+    def _start(
+        self, pool: WorkerPool, genome: GenomeRecord, replicate: int, held_out: bool = False, fidelity: float = 1.0,
+    ) -> None:
         """Record a RUNNING evaluation of ``genome`` and hand it to a free slot.
 
-        Replicate r runs with ``EVO_SEED = evo_seed(r, held_out)``.
+        Replicate r runs with ``EVO_SEED = evo_seed(r, held_out)``; a screen (``fidelity``
+        below 1, :mod:`evo.screening`) trains for that share of the time budget, and its
+        wall and scoring limits follow that budget.
 
         Raises:
             HarnessChangedError: prepare.py is not the run's pinned harness (nothing recorded).
@@ -191,11 +196,12 @@ class Engine:
         if not path.is_file() or path.read_text(encoding="utf-8") != code:
             genome_files.write_atomic(path, code)
         result = state.result(genome.genome_id)
-        attempt = 1 + len(result.evaluations) + len(result.held_out)
+        attempt = 1 + len(result.evaluations) + len(result.held_out) + len(result.screens)
         log = genome_files.log_path(self.genome_dir, genome.genome_id, attempt)
         seed = evo_seed(replicate, held_out)
         record = self.archive.start_evaluation(
-            self.config.run, genome.genome_id, seed, pool.next_device(), log, self.setup.sandbox.name, held_out
+            self.config.run, genome.genome_id, seed, pool.next_device(), log, self.setup.sandbox.name, held_out,
+            fidelity,
         )
         state.record(record)
         if held_out and replicate == 0:
@@ -203,15 +209,18 @@ class Engine:
                 f"search over: evaluating the declared best {genome.genome_id} {self.config.held_out_replicates} more "
                 "times with fresh seeds, held out from every decision (evo.held_out)"
             )
-        env = genome_env(self.config.profile, self.config.dataset, seed, self.config.time_budget_s)
+        screen = fidelity < 1.0
+        budget_s = self.time_budget_s * fidelity
+        env = genome_env(self.config.profile, self.config.dataset, seed, budget_s if screen else self.config.time_budget_s)
         job = EvaluationJob(
-            record.eval_id, genome.genome_id, code, log, env, self.config.effective_wall_limit_s(self.time_budget_s),
-            self.scoring_limit(genome), seed=genome.operator == "seed",
+            record.eval_id, genome.genome_id, code, log, env, self.config.effective_wall_limit_s(budget_s),
+            self.scoring_limit(genome, budget_s), seed=genome.operator == "seed",
         )
         device = pool.submit(job)
         birth = state.birth_index(genome.genome_id)
         self.reporter.genome_started(
-            genome, birth % self.config.population + 1, self.config.population, record.attempt, device
+            genome, birth % self.config.population + 1, self.config.population, record.attempt, device,
+            budget_s=budget_s if screen else None,
         )
 
     def _finish(self, state: RunState, finished: Finished) -> None:
@@ -348,14 +357,19 @@ class Engine:
             self.state = RunState.load(self.archive, self.config.run)
         return self.state.incumbent(self.config.best_replicates)
 
-    def scoring_limit(self, genome: GenomeRecord) -> float | None:
+    def scoring_limit(self, genome: GenomeRecord, budget_s: float | None = None) -> float | None:
         """Wall seconds past which ``genome`` is not scored (``None`` for the seed genome, which
-        defines the run's start-up allowance, and before it completed)."""
+        defines the run's start-up allowance, and before it completed); ``budget_s``: the
+        evaluation's time budget (a screen's is shorter; default the run's)."""
         if genome.operator == "seed":
             return None
         seed = self.state.seed()
         walls = [e.wall_s for e in seed.evaluations if e.state is EvalState.COMPLETE and e.wall_s] if seed else []
-        return scoring_limit_s(self.time_budget_s, walls)
+        if not walls:
+            return None
+        overhead_s = max(0.0, max(walls) - self.time_budget_s)  # the seed's start-up and evaluation
+        budget_s = self.time_budget_s if budget_s is None else budget_s
+        return scoring_limit_s(budget_s, [budget_s + overhead_s])
 
     def record_noise_floor(self) -> None:
         """Store sigma in the archive once the seed's replicates are all in."""

@@ -70,6 +70,7 @@ class Node:
     n: int
     last_eval_id: int | None
     ignores_seed: bool = False  # replicates with different EVO_SEED gave one value (GenomeResult.ignores_seed)
+    screen_bpb: float | None = None  # mean COMPLETE screen reading (evo.screening), not a fitness
 
     @property
     def is_complete(self) -> bool:
@@ -78,7 +79,9 @@ class Node:
 
 # Per genome, in creation order: the last evaluation (see Node) and the COMPLETE scores:
 # their count, the one score when there is one, all of them (in order) when there are more.
-# Held-out evaluations are left out, as genome_result leaves them out (evo.held_out).
+# Held-out evaluations are left out, as genome_result leaves them out (evo.held_out); screens
+# (fidelity < 1, evo.screening) give the state and the screen reading of a genome with no
+# full evaluation (SCREENED once one is COMPLETE), as in genome_result.
 _NODES_SQL = """
 WITH scored AS (
     SELECT genome_id,
@@ -88,12 +91,21 @@ WITH scored AS (
            list(val_bpb ORDER BY eval_id) FILTER (WHERE state = 'COMPLETE' AND isfinite(val_bpb)) AS scores,
            count(DISTINCT seed) FILTER (WHERE state = 'COMPLETE' AND isfinite(val_bpb)) AS seeds,
            count(DISTINCT val_bpb) FILTER (WHERE state = 'COMPLETE' AND isfinite(val_bpb)) AS distinct_scores
-    FROM evaluations WHERE run = $run AND NOT coalesce(held_out, false) GROUP BY genome_id
+    FROM evaluations WHERE run = $run AND NOT coalesce(held_out, false) AND coalesce(fidelity, 1.0) >= 1.0
+    GROUP BY genome_id
+), screened AS (
+    SELECT genome_id,
+           coalesce(max(eval_id) FILTER (WHERE state <> 'INTERRUPTED'), max(eval_id)) AS last_id,
+           avg(val_bpb) FILTER (WHERE state = 'COMPLETE' AND isfinite(val_bpb)) AS screen_bpb
+    FROM evaluations WHERE run = $run AND NOT coalesce(held_out, false) AND coalesce(fidelity, 1.0) < 1.0
+    GROUP BY genome_id
 )
-SELECT g.genome_id, g.generation, g.operator, g.description, g.source_sha256, s.last_id, e.state, e.failure_kind,
+SELECT g.genome_id, g.generation, g.operator, g.description, g.source_sha256, coalesce(s.last_id, c.last_id),
+       CASE WHEN s.last_id IS NULL AND e.state = 'COMPLETE' THEN 'SCREENED' ELSE e.state END, e.failure_kind,
        coalesce(s.n, 0), s.single, CASE WHEN s.n > 1 THEN s.scores END,
-       coalesce(s.seeds >= 2 AND s.distinct_scores = 1, false)
-FROM genomes g LEFT JOIN scored s ON s.genome_id = g.genome_id LEFT JOIN evaluations e ON e.eval_id = s.last_id
+       coalesce(s.seeds >= 2 AND s.distinct_scores = 1, false), c.screen_bpb
+FROM genomes g LEFT JOIN scored s ON s.genome_id = g.genome_id LEFT JOIN screened c ON c.genome_id = g.genome_id
+     LEFT JOIN evaluations e ON e.eval_id = coalesce(s.last_id, c.last_id)
 WHERE g.run = $run ORDER BY g.seq
 """
 _EDGES_SQL = "SELECT parent_id, child_id FROM lineage WHERE run = $run ORDER BY child_id, parent_index"
@@ -117,14 +129,14 @@ def load_nodes(archive: Archive, run: str) -> list[Node]:
         nodes = []
         append = nodes.append
         for index, (genome_id, generation, operator, description, sha, last_id, state, failure_kind, n, single,
-                    scores, ignores_seed) in enumerate(rows):
+                    scores, ignores_seed, screen_bpb) in enumerate(rows):
             if n > 1:
                 mean, std = statistics.fmean(scores), statistics.stdev(scores)
             else:
                 mean, std = single, (0.0 if n else None)
             append(Node(genome_id, index, generation, operator, description, parents.get(genome_id, ()), sha,
                         state if last_id is not None else PENDING, failure_kind, mean, std, n, last_id,
-                        ignores_seed))
+                        ignores_seed, screen_bpb))
     return nodes
 
 
@@ -242,6 +254,8 @@ def load_lineage(archive: Archive, run: RunRecord) -> Lineage:
 def _label(node: Node, marked: bool) -> str:
     if node.val_bpb is not None:
         score = f"{node.val_bpb:.6f}"
+    elif node.screen_bpb is not None:
+        score = f"SCREENED (screen {node.screen_bpb:.6f})"
     else:
         score = f"{node.state} ({node.failure_kind})" if node.failure_kind else node.state
     description = node.description
@@ -357,6 +371,7 @@ def _attributes(node: Node, marked: bool) -> dict[str, Any]:
     data = {
         "generation": node.generation, "operator": node.operator, "description": node.description,
         "state": node.state, "val_bpb": node.val_bpb, "n": node.n, "failure_kind": node.failure_kind,
+        "screen_val_bpb": node.screen_bpb,
     }
     clean = {k: v for k, v in data.items() if v is not None}
     clean["on_best_path"] = marked

@@ -55,11 +55,12 @@ class Point:
 
 def progress_points(genomes: Iterable[GenomeRecord], evaluations: Iterable[EvaluationRecord]) -> list[Point]:
     """The points of the plot, one per counted evaluation of the search, in ``eval_id`` order
-    (held-out evaluations, :mod:`evo.held_out`, are not the search's: left out)."""
+    (held-out evaluations, :mod:`evo.held_out`, are not the search's, and screens,
+    :mod:`evo.screening`, read at another fidelity: both left out)."""
     descriptions = {g.genome_id: g.description for g in genomes}
     points: list[Point] = []
     best: float | None = None
-    counted = sorted((e for e in evaluations if e.state in COUNTED and not e.held_out), key=lambda e: e.eval_id)
+    counted = sorted((e for e in evaluations if e.state in COUNTED and not e.held_out and not e.is_screen), key=lambda e: e.eval_id)
     for index, e in enumerate(counted, start=1):
         bpb = e.val_bpb if e.state is EvalState.COMPLETE else None
         kept = bpb is not None and (best is None or bpb < best)

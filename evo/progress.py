@@ -33,7 +33,12 @@ class Reporter(Protocol):
 
     def generation_started(self, generation: int, population: int) -> None: ...
 
-    def genome_started(self, genome: GenomeRecord, index: int, population: int, attempt: int, device: str) -> None: ...
+    def genome_started(
+        self, genome: GenomeRecord, index: int, population: int, attempt: int, device: str,
+        budget_s: float | None = None,
+    ) -> None:
+        """An evaluation started; ``budget_s``: a screen's shorter time budget (:mod:`evo.screening`)."""
+        ...
 
     def tick(self, device: str, tick: Tick) -> None:
         """Progress of the genome running on ``device``; called from worker threads."""
@@ -89,6 +94,7 @@ class ConsoleReporter:
         self._progress: Progress | None = None
         self._rows: dict[str, TaskID] = {}  # slot -> its live row
         self._slot_of: dict[str, str] = {}  # genome id -> the slot running it
+        self._budget_of: dict[str, float] = {}  # slot -> the time budget of what it runs (a screen's is shorter)
 
     # ------------------------------------------------------------------ the live rows
 
@@ -140,26 +146,32 @@ class ConsoleReporter:
         self._refresh_header()
         self.message(f"[bold]generation {generation}[/] · {population} children")
 
-    def genome_started(self, genome: GenomeRecord, index: int, population: int, attempt: int, device: str) -> None:
+    def genome_started(
+        self, genome: GenomeRecord, index: int, population: int, attempt: int, device: str,
+        budget_s: float | None = None,
+    ) -> None:
         label = self._label(device, genome, index, population, attempt)
+        budget = self.time_budget_s if budget_s is None else budget_s
         self._slot_of[genome.genome_id] = device
         with self._lock:
+            self._budget_of[device] = budget
             live = self._live()
             if live is None:
-                self.console.print(f"{label} ... training for {self.time_budget_s:.0f} s", highlight=False, markup=False)
+                what = "training" if budget_s is None else "screening: training"
+                self.console.print(f"{label} ... {what} for {budget:.0f} s", highlight=False, markup=False)
                 return
             old = self._rows.pop(device, None)
             if old is not None:
                 live.remove_task(old)
-            self._rows[device] = live.add_task(label, total=self.time_budget_s, clock="")
+            self._rows[device] = live.add_task(label, total=budget, clock="")
 
     def tick(self, device: str, tick: Tick) -> None:
         with self._lock:
             task = self._rows.get(device)
             if task is None or self._progress is None:
                 return
-            self._progress.update(task, completed=min(tick.elapsed_s, self.time_budget_s),
-                                  clock=clock(tick.elapsed_s, self.time_budget_s))
+            budget = self._budget_of.get(device, self.time_budget_s)
+            self._progress.update(task, completed=min(tick.elapsed_s, budget), clock=clock(tick.elapsed_s, budget))
 
     def genome_finished(self, genome: GenomeRecord, evaluation: EvaluationRecord, best: GenomeResult | None) -> None:
         self._stop_row(self._slot_of.pop(genome.genome_id, evaluation.device or ""))
@@ -167,7 +179,9 @@ class ConsoleReporter:
         self.best = best
         self._refresh_header()
         wall = f"{evaluation.wall_s:.0f}s" if evaluation.wall_s is not None else "-"
-        if evaluation.state is EvalState.COMPLETE:
+        if evaluation.state is EvalState.COMPLETE and evaluation.is_screen:
+            verdict = f"screen val_bpb {evaluation.val_bpb:.6f} at {evaluation.fidelity:.0%} of the budget"
+        elif evaluation.state is EvalState.COMPLETE:
             mark = " new best" if new_best and best.genome_id == genome.genome_id else ""
             verdict = f"val_bpb {evaluation.val_bpb:.6f}{mark}"
         else:

@@ -11,7 +11,8 @@ Columns (tab-separated, with a header line), as autoresearch's ``program.md`` de
 * ``description``: the genome's one-line description.
 
 Genomes without a counted evaluation (PENDING, RUNNING, or only INTERRUPTED attempts) are
-left out. Rows are in the order the genomes' counted evaluations finished.
+left out, and so are genomes screened and never promoted (``SCREENED``,
+:mod:`evo.screening`): they have no val_bpb at the full budget. Rows are in the order the genomes' counted evaluations finished.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from evo.genome import write_atomic
-from evo.results import GenomeResult
+from evo.results import SCREENED, GenomeResult
 
 COLUMNS = ("commit", "val_bpb", "memory_gb", "status", "description")
 
@@ -45,7 +46,7 @@ def rows(results: Sequence[GenomeResult]) -> list[Row]:
     Args:
         results: every genome of the run (``evo.results.genome_results``).
     """
-    evaluated = [r for r in results if r.is_finished and r.last is not None]
+    evaluated = [r for r in results if r.is_finished and r.last is not None and r.state != SCREENED]
     evaluated.sort(key=lambda r: (r.last.finished_at or r.last.started_at, r.last.eval_id))
     best_bpb: float | None = None
     out = []

@@ -12,7 +12,8 @@ A run's state (:func:`run_state`), as ``evo runs`` shows it:
 * ``running``: an engine holds the run's lock (:mod:`evo.locking`) now;
 * ``failed-seed``: the seed genome has no COMPLETE evaluation and a failed one (FAIL or
   TIMEOUT): the search never started;
-* ``finished``: the run reached its end: ``--max-evaluations`` evaluations counted, or
+* ``finished``: the run reached its end: ``--max-evaluations`` evaluations counted (a
+  screen as its fidelity, :mod:`evo.screening`), or
   all ``population x generations`` genomes born and every one evaluated (with the seed's
   noise replicates); a resume may still add a replicate the noise-aware rule asks for,
   or the declared best's held-out evaluations (:mod:`evo.held_out`);
@@ -45,6 +46,8 @@ class RunSummary:
         unfinished: genomes without an evaluation that counts.
         seed_complete, seed_failed: COMPLETE and FAIL/TIMEOUT evaluations of the seed genome.
         child_complete: COMPLETE evaluations of genomes other than the seed.
+        spent: ``evaluations`` in full-budget evaluations (a screen counts its fidelity,
+            :mod:`evo.screening`): what ``--max-evaluations`` limits.
     """
 
     record: RunRecord
@@ -55,6 +58,7 @@ class RunSummary:
     seed_complete: int
     seed_failed: int
     child_complete: int
+    spent: float = 0.0
 
     @property
     def run(self) -> str:
@@ -73,7 +77,8 @@ e AS (
         COUNT(*) FILTER (WHERE e.state = 'RUNNING') AS running,
         COUNT(*) FILTER (WHERE e.state = 'COMPLETE' AND g.operator = 'seed') AS seed_complete,
         COUNT(*) FILTER (WHERE e.state IN ('FAIL', 'TIMEOUT') AND g.operator = 'seed') AS seed_failed,
-        COUNT(*) FILTER (WHERE e.state = 'COMPLETE' AND g.operator <> 'seed') AS child_complete
+        COUNT(*) FILTER (WHERE e.state = 'COMPLETE' AND g.operator <> 'seed') AS child_complete,
+        SUM(coalesce(e.fidelity, 1.0)) FILTER (WHERE e.state IN {_COUNTED}) AS spent
     FROM evaluations e JOIN genomes g ON g.run = e.run AND g.genome_id = e.genome_id
     GROUP BY e.run
 ),
@@ -85,7 +90,7 @@ u AS (
 )
 SELECT {", ".join(f"r.{c}" for c in run_columns)},
     COALESCE(g.genomes, 0), COALESCE(e.evaluations, 0), COALESCE(e.running, 0), COALESCE(u.unfinished, 0),
-    COALESCE(e.seed_complete, 0), COALESCE(e.seed_failed, 0), COALESCE(e.child_complete, 0)
+    COALESCE(e.seed_complete, 0), COALESCE(e.seed_failed, 0), COALESCE(e.child_complete, 0), COALESCE(e.spent, 0)
 FROM runs r
 LEFT JOIN g ON g.run = r.run LEFT JOIN e ON e.run = r.run LEFT JOIN u ON u.run = r.run
 ORDER BY r.created_at, r.run
@@ -117,7 +122,7 @@ def run_state(summary: RunSummary, engine_running: bool) -> str:
         return "failed-seed"
     config = RunConfig.from_json(summary.record.config_json)
     if summary.running == 0:
-        if config.max_evaluations is not None and summary.evaluations >= config.max_evaluations:
+        if config.max_evaluations is not None and summary.spent >= config.max_evaluations - 1e-9:
             return "finished"
         replicates = summary.seed_complete + summary.seed_failed
         seed_done = summary.seed_complete == 0 or replicates >= config.noise_replicates

@@ -9,7 +9,9 @@ slot frees, the next job is decided from the run as it stands:
    evaluated to an end (PENDING, or interrupted), the seed genome until it has
    ``noise_replicates`` evaluations (the noise floor), a replicate that decides the race
    for the best (:func:`evo.racing.race_replicate`: the genome most likely to be best
-   until it has ``best_replicates`` readings, contenders while the race is open);
+   until it has ``best_replicates`` readings, contenders while the race is open), and,
+   with screening on (:mod:`evo.screening`), a screened child's promotion to a full
+   evaluation (ASHA's rule);
 2. once the search is over (:mod:`evo.held_out`), the declared best's held-out
    evaluations, one at a time when nothing else runs, and nothing else;
 3. else a new child. Births are paced in *cohorts* of ``population``: birth ``b``
@@ -20,7 +22,8 @@ slot frees, the next job is decided from the run as it stands:
    :mod:`evo.posterior`). With one slot every cohort is
    finished before the next starts, which is exactly the generational (mu + lambda) loop.
    A child's *generation*, recorded in the lineage, is one more than its deepest
-   parent's (0 for cohort 0).
+   parent's (0 for cohort 0). With screening on, every child but the seed is first
+   evaluated at the screening fidelity.
 
 Children are proposed ahead, in threads (:mod:`evo.proposals`), as soon as their
 parents are known, so an LLM answer is written while genomes train. A slot never waits
@@ -39,6 +42,7 @@ and the birth's index in it: proposals stay reproducible whatever the threads' t
 
 from __future__ import annotations
 
+import math
 import random
 from collections import Counter
 from collections.abc import Callable
@@ -67,20 +71,24 @@ __all__ = ["Birth", "Child", "ChildPlan", "Due", "EngineError", "NoChildError", 
 @dataclass(frozen=True)
 class Due:
     """A recorded genome whose next evaluation is due; ``replicate`` numbers its seed
-    (``held_out``: a held-out evaluation, :mod:`evo.held_out`)."""
+    (``held_out``: a held-out evaluation, :mod:`evo.held_out`; ``fidelity``: the share of
+    the time budget, below 1 for a screen, :mod:`evo.screening`)."""
 
     result: GenomeResult
     replicate: int
     held_out: bool = False
+    fidelity: float = 1.0
 
 
 @dataclass(frozen=True)
 class Birth:
-    """A new child to record and evaluate; ``cohort`` and ``index`` place it in the pacing."""
+    """A new child to record and evaluate; ``cohort`` and ``index`` place it in the pacing
+    (``fidelity``: the share of the time budget of its first evaluation)."""
 
     child: Child
     cohort: int
     index: int
+    fidelity: float = 1.0
 
 
 def seed_child(seed_code: str, profile: str, seed_name: str) -> Child:
@@ -166,25 +174,31 @@ class Scheduler:
         if births == 0:
             if self.seed_code is None:
                 raise EngineError("the run has no seed genome recorded and none was given")
-            return Birth(seed_child(self.seed_code, self.profile, self.seed_name), 0, 0)
+            return Birth(seed_child(self.seed_code, self.profile, self.seed_name), 0, 0)  # always in full
         pool = self.parent_pool(state, cohort)
         if not pool:
             return None  # parents not known yet: wait for a running evaluation
         self.propose_ahead(state, cohort, pool, in_flight)
         child = self.take_child(state, cohort, index, pool)
-        return None if child is None else Birth(child, cohort, index)
+        fidelity = self.config.screen_fraction if self.config.screening else 1.0
+        return None if child is None else Birth(child, cohort, index, fidelity)
+
+    def left(self, state: RunState, in_flight: int) -> float:
+        """Evaluations left of ``max_evaluations`` (in full-budget evaluations, screens at their
+        fidelity, :meth:`RunState.spent`; a running evaluation counts one); ``inf`` without a limit."""
+        if self.config.max_evaluations is None:
+            return math.inf
+        return self.config.max_evaluations - state.spent() - in_flight
 
     def out_of_evaluations(self, state: RunState, in_flight: int) -> bool:
-        """Whether ``max_evaluations`` evaluations (held-out ones included) are counted or running."""
-        return self.config.max_evaluations is not None and (
-            state.counted + state.held_out_counted + in_flight >= self.config.max_evaluations
-        )
+        """Whether no further evaluation fits in ``max_evaluations`` (held-out ones included)."""
+        return self.left(state, in_flight) < 1.0 - 1e-9
 
     def held_out_reserved(self, state: RunState, in_flight: int) -> bool:
         """Whether only the evaluations kept for the held-out ones are left of ``max_evaluations``
-        (:meth:`RunConfig.held_out_reserve`): the search is over."""
+        (:meth:`RunConfig.held_out_reserve`): no other full evaluation fits, the search is over."""
         reserve = self.config.held_out_reserve()
-        return reserve > 0 and state.counted + state.held_out_counted + in_flight >= self.config.max_evaluations - reserve
+        return reserve > 0 and self.left(state, in_flight) - reserve < 1.0 - 1e-9
 
     def held_out_due(self, state: RunState, in_flight: int) -> Due | None:
         """Once the search is over: the declared best's next held-out evaluation
@@ -207,6 +221,8 @@ class Scheduler:
         unfinished = state.unfinished()
         for r in unfinished:
             if r.state != "RUNNING":
+                if self.screens(r):
+                    return Due(r, r.screens_counted, fidelity=self.config.screen_fraction)
                 return Due(r, r.counted)
         seed = state.seed()
         if seed is not None and seed.is_complete and seed.state != "RUNNING" and seed.counted < self.config.noise_replicates:
@@ -214,10 +230,17 @@ class Scheduler:
         verdict = state.verdict(self.config.best_replicates)
         busy = {r.genome_id for r in unfinished}  # all RUNNING: any other was returned above
         chosen = race_replicate(verdict, self.config.best_replicates, busy, state.replicates, state.counted)
-        if chosen is None:
-            return None
-        r = state.result(chosen)
-        return Due(r, r.counted)
+        if chosen is not None:
+            r = state.result(chosen)
+            return Due(r, r.counted)
+        promoted = state.promotion(self.config.screen_eta, self.config.screen_window) if self.config.screening else None
+        return None if promoted is None else Due(promoted, 0)
+
+    def screens(self, result: GenomeResult) -> bool:
+        """Whether the genome's next evaluation is a screen: screening is on, it is not the
+        seed, and it has neither a finished screen nor a full evaluation."""
+        return (self.config.screening and result.genome.operator != "seed" and not result.evaluations
+                and not result.screens_counted)
 
     def parent_pool(self, state: RunState, cohort: int) -> list[GenomeResult]:
         """Who a child of ``cohort`` may descend from: the seed for cohort 0 (once it
@@ -275,7 +298,8 @@ class Scheduler:
         first = len(state) - cohort * self.config.population
         indices = list(range(first, self.config.population))
         if self.config.max_evaluations is not None:  # do not pay for children that will never run
-            indices = indices[: max(0, self.config.max_evaluations - state.counted - in_flight)]
+            left = self.left(state, in_flight)
+            indices = indices[: max(0, math.ceil(left / (self.config.screen_fraction or 1.0)))]
         children_of = self.children_of(state, cohort)
         context = self.context(state)
         job = self.breeder.mutate if self._fast else self.breeder.patient

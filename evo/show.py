@@ -79,6 +79,12 @@ def header(result: GenomeResult, run: str, by_id: dict[str, GenomeResult]) -> li
     if figure is not None:
         lines.append(f"{describe_held_out(figure)}: readings with fresh seeds after the search, "
                      "which took no part in choosing it (evo.held_out)")
+    if result.screens:
+        screen = result.screens[-1]
+        reading = f"val_bpb {result.screen_bpb:.6f}" if result.screen_bpb is not None else screen.state.value
+        verdict = "promoted to a full evaluation" if result.evaluations else "not promoted (yet)"
+        lines.append(f"screen: {reading} at {screen.fidelity:.0%} of the time budget, compared only with other "
+                     f"screens; {verdict} (evo.screening)")
     return lines
 
 

@@ -19,6 +19,7 @@ from evo.noise import NoiseEstimate, pooled_estimate, pooled_term
 from evo.racing import Verdict, judge_ranked
 from evo.records import EvaluationRecord, GenomeRecord
 from evo.results import GenomeResult, genome_result
+from evo.screening import promotion, rung_key, screen_cost
 
 SOURCE_CACHE_SIZE = 2048  # sources kept in memory (~20 KB each for the seed: ~40 MB)
 LOG_TAILS_LOADED = 200  # evaluations whose log tail is read on load (the LLM prompt shows recent failures)
@@ -99,6 +100,9 @@ class RunState:
         self.counted = 0  # evaluations that count (finished, not INTERRUPTED), held-out ones apart
         self.held_out_counted = 0  # held-out evaluations that count (evo.held_out)
         self.evaluated = 0  # genomes with at least one evaluation that counts
+        self.screen_cost = 0.0  # full-budget evaluations the screens that count cost (evo.screening)
+        self._rung_births: list[tuple[int, str]] = []  # genomes with a finished screen, in birth order
+        self._rung_key: dict[str, tuple[float, int, str]] = {}  # their (screen reading, birth, id)
         for genome in genomes:
             self._add(genome)
         for evaluation in evaluations:
@@ -106,6 +110,8 @@ class RunState:
         for genome_id in self._genomes:
             self._refresh(genome_id, bulk=True)
         self._ranked.sort()
+        self._rung_births.sort()
+        self.screen_cost = sum(screen_cost(r) for r in self._results.values())
         self.counted = sum(r.counted for r in self._results.values())
         self.held_out_counted = sum(r.held_out_counted for r in self._results.values())
         self.evaluated = sum(1 for r in self._results.values() if r.counted)
@@ -136,6 +142,8 @@ class RunState:
         new = self._results[evaluation.genome_id]
         after = new.counted
         self.held_out_counted += new.held_out_counted - old.held_out_counted
+        if old.screens or new.screens:
+            self.screen_cost += screen_cost(new) - screen_cost(old)
         self.counted += after - before
         self.evaluated += (after > 0) - (before > 0)
 
@@ -159,6 +167,8 @@ class RunState:
             self._unfinished.pop(genome_id, None)
         else:
             self._unfinished[genome_id] = None
+        if new.screens:
+            self._place_in_rung(genome_id, new, bulk)
         if old is not None and (old.val_bpb, old.n) == (new.val_bpb, new.n):
             return
         term = pooled_term(new)
@@ -178,7 +188,41 @@ class RunState:
             else:
                 insort(self._ranked, key)
 
+    def _place_in_rung(self, genome_id: str, result: GenomeResult, bulk: bool) -> None:
+        key = rung_key(result, self._order[genome_id])
+        old = self._rung_key.get(genome_id)
+        if key == old:
+            return
+        entry = (self._order[genome_id], genome_id)
+        if old is not None:
+            del self._rung_births[bisect_left(self._rung_births, entry)]
+            del self._rung_key[genome_id]
+        if key is not None:
+            self._rung_key[genome_id] = key
+            if bulk:
+                self._rung_births.append(entry)
+            else:
+                insort(self._rung_births, entry)
+
     # ------------------------------------------------------------------ reads
+
+    def promotion(self, eta: int, window: int) -> GenomeResult | None:
+        """The screened genome to promote to a full evaluation now, if any: ASHA's rule, each
+        genome ranked among the ``window`` screened up to itself (:func:`evo.screening.promotion`;
+        costs ``O(window^2)``, whatever the run's size)."""
+        births = self._rung_births[-(2 * window - 1):]
+        latest = [self._rung_key[genome_id] for _, genome_id in births]
+        return promotion(latest, window, eta, self._results.__getitem__, len(self._rung_births) - len(births))
+
+    @property
+    def screened(self) -> int:
+        """Genomes with a finished screen (:mod:`evo.screening`)."""
+        return len(self._rung_key)
+
+    def spent(self) -> float:
+        """Evaluations spent, in full-budget evaluations: those that count, held-out ones
+        included, and the screens at their fidelity."""
+        return self.counted + self.held_out_counted + self.screen_cost
 
     def results(self) -> list[GenomeResult]:
         """Every genome with its verdict, in creation order (a cached list: do not modify)."""

@@ -26,7 +26,7 @@ class Recorder:
     def generation_started(self, generation, population):
         pass
 
-    def genome_started(self, genome, index, population, attempt, device):
+    def genome_started(self, genome, index, population, attempt, device, budget_s=None):
         self.started.append(genome.genome_id)
 
     def tick(self, device, tick):
@@ -189,11 +189,11 @@ def test_ctrl_c_between_recording_an_evaluation_and_handing_it_to_a_slot_leaves_
     real = Engine.scoring_limit  # called in _start after the RUNNING record, before the slot
     calls = {"n": 0}
 
-    def interrupted(self, genome):
+    def interrupted(self, genome, budget_s=None):
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt
-        return real(self, genome)
+        return real(self, genome, budget_s)
 
     monkeypatch.setattr(Engine, "scoring_limit", interrupted)
     with pytest.raises(KeyboardInterrupt):
