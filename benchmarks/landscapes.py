@@ -106,6 +106,17 @@ def landscape_value(values, p):
     return p["f_opt"] + (1.0 - p["f_opt"]) * q / p["q_seed"]
 
 
+def landscape_fidelity_bias(values, p, fidelity):
+    """What a run of ``fidelity`` (a share of the full budget, in (0, 1]) adds to the value:
+    shorter runs read worse overall and favour higher learning rates, smaller models and
+    smaller batches (a linear bias in the coordinates, scaled by 1 - fidelity; 0 at 1)."""
+    if fidelity >= 1.0:
+        return 0.0
+    u = _coords(values)
+    tilt = sum(b * (u[k] - p["seed_u"][k]) for k, b in p.get("fidelity_bias", {}).items())
+    return (1.0 - fidelity) * (0.1 + tilt)
+
+
 def landscape_noise(values, p, seed):
     """The noise of one reading: sigma * N(0, 1), seeded by instance, EVO_SEED and values."""
     import hashlib
@@ -119,6 +130,7 @@ _ns: dict[str, Any] = {}
 exec(compile(LANDSCAPE_CODE, "<landscape>", "exec"), _ns)  # noqa: S102 -- our own code
 landscape_value = _ns["landscape_value"]
 landscape_noise = _ns["landscape_noise"]
+landscape_fidelity_bias = _ns["landscape_fidelity_bias"]
 _coords = _ns["_coords"]
 
 GENOME_MAIN = r'''
@@ -135,7 +147,10 @@ def _main():
         print("step 00001 | loss: nan")
         print("FAIL")
         sys.exit(1)
-    val_bpb = true + landscape_noise(values, landscape_params, seed)
+    fidelity = 1.0
+    if os.environ.get("EVO_TIME_BUDGET") and landscape_full_budget_s:
+        fidelity = min(1.0, float(os.environ["EVO_TIME_BUDGET"]) / landscape_full_budget_s)
+    val_bpb = true + landscape_fidelity_bias(values, landscape_params, fidelity) + landscape_noise(values, landscape_params, seed)
     print("---")
     print(f"val_bpb:          {val_bpb:.6f}")
     print("training_seconds: 1.0")
@@ -339,6 +354,12 @@ def make_landscape(family: str, instance_seed: int) -> Landscape:
         weights = {"HEAD_DIM": 1.0, "DEPTH": -1.0, "ASPECT_RATIO": -1.0}
         at_opt = sum(w * (opt[k] - seed_u[k]) for k, w in weights.items())
         cliffs = [[weights, max(1.0, at_opt + 1.0)]]
+    # Short runs (screens, evo.screening) favour higher learning rates, smaller models and
+    # smaller batches: bits/byte per coordinate unit at fidelity 0 (scaled by 1 - fidelity).
+    # Drawn from a generator of their own: the instances' other parameters stay as they were.
+    frng, scale = random.Random(f"{family}:{instance_seed}:fidelity"), 1.0 - 0.95
+    fidelity_bias = {k: -frng.uniform(0.1, 0.3) * scale for k in ("MATRIX_LR", "EMBEDDING_LR", "UNEMBEDDING_LR")}
+    fidelity_bias.update({k: frng.uniform(0.1, 0.3) * scale for k in ("DEPTH", "ASPECT_RATIO", "TOTAL_BATCH_SIZE")})
     names = list(seed)
     params: dict[str, Any] = {
         "instance": f"{family}:{instance_seed}",
@@ -356,6 +377,7 @@ def make_landscape(family: str, instance_seed: int) -> Landscape:
         "sigma": round(rng.uniform(*sigma_range), 4),
         "f_opt": round(rng.uniform(0.94, 0.96), 4),
         "q_seed": 1.0,
+        "fidelity_bias": fidelity_bias,
     }
     q_seed = _ns["_q"](seed, params)
     params["q_seed"] = q_seed
@@ -403,10 +425,13 @@ def noise(land: Landscape, constants_or_source: Any, evo_seed: int) -> float:
     return landscape_noise(_values(constants_or_source), land.params, evo_seed)
 
 
-def reading(land: Landscape, values: Mapping[str, Any], evo_seed: int) -> float | None:
-    """One noisy reading (what the genome would print), ``None`` past a cliff."""
+def reading(land: Landscape, values: Mapping[str, Any], evo_seed: int, fidelity: float = 1.0) -> float | None:
+    """One noisy reading (what the genome would print), ``None`` past a cliff; ``fidelity``:
+    the share of the full budget it trained for (a screen's reading carries the fidelity bias)."""
     true = landscape_value(values, land.params)
-    return None if true is None else true + landscape_noise(values, land.params, evo_seed)
+    if true is None:
+        return None
+    return true + landscape_fidelity_bias(values, land.params, fidelity) + landscape_noise(values, land.params, evo_seed)
 
 
 def optimum(land: Landscape) -> tuple[dict[str, Any], float]:
@@ -415,9 +440,11 @@ def optimum(land: Landscape) -> tuple[dict[str, Any], float]:
     return values, landscape_value(values, land.params)
 
 
-def landscape_genome(land: Landscape) -> str:
+def landscape_genome(land: Landscape, full_budget_s: float | None = None) -> str:
     """A self-contained genome: the seed's constants block (smoke overrides applied) and,
-    below it, the landscape. Standard library only; reads ``EVO_SEED``."""
+    below it, the landscape. Standard library only; reads ``EVO_SEED``, and with
+    ``full_budget_s`` (the run's time budget) ``EVO_TIME_BUDGET``: a shorter budget is a
+    screen of fidelity ``EVO_TIME_BUDGET / full_budget_s``, read with the fidelity bias."""
     block = "\n".join(_block_lines(seed_code()))
     params = json.dumps(land.params, sort_keys=True)
     return (
@@ -425,6 +452,7 @@ def landscape_genome(land: Landscape) -> str:
         f"{block}\n\n"
         "# Landscape (generated by benchmarks/landscapes.py; not a hyperparameter)\n"
         f"landscape_params = __import__('json').loads({params!r})\n"
+        f"landscape_full_budget_s = {full_budget_s!r}\n"
         f"{LANDSCAPE_CODE}{GENOME_MAIN}"
     )
 

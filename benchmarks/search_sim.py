@@ -36,18 +36,19 @@ T0 = datetime(2026, 1, 1)
 
 
 def simulate(land: L.Landscape, repeat: int, evaluations: int, keep: dict | None = None, **overrides) -> list[float]:
-    """True fitness of evo's declared best after each evaluation of one simulated run."""
+    """True fitness of evo's declared best after each evaluation's worth of spending
+    (element i: after ``i + 1`` full-budget evaluations; a screen costs its fidelity)."""
     config = RunConfig(run="sim", profile="smoke", seed=repeat, max_evaluations=evaluations, fitness="reported",
                        **{"proposal_workers": 0, **overrides})
     operators = {n: REGISTRY[n](config) for n, w in config.operators.items() if w > 0}
     sources: dict[str, str] = {}
     state = RunState([], [], SourceCache(sources.__getitem__))
     scheduler = Scheduler(config, operators, "smoke", 1.0, lambda: "", L.landscape_genome(land), "landscape.py")
-    curve: list[float] = []
+    spent: list[tuple[float, float]] = []  # (evaluations spent, true fitness of the declared best)
     true_of: dict[str, float | None] = {}
     eval_id = 0
     try:
-        while state.counted + state.held_out_counted < evaluations:
+        while state.spent() < evaluations - 1e-9:
             job = scheduler.next(state, 0)
             if job is None:
                 break
@@ -66,23 +67,35 @@ def simulate(land: L.Landscape, repeat: int, evaluations: int, keep: dict | None
             seed = evo_seed(replicate, held_out)
             eval_id += 1
             code = sources[genome.source_sha256]
-            value = L.reading(land, L._values(code), seed)
+            value = L.reading(land, L._values(code), seed, job.fidelity)
             ok = value is not None
             state.record(EvaluationRecord(
                 eval_id, "sim", genome.genome_id, 1, EvalState.COMPLETE if ok else EvalState.FAIL, T0, T0,
-                seed, "cpu", "", metrics={"val_bpb": value} if ok else {}, held_out=held_out,
+                seed, "cpu", "", metrics={"val_bpb": value} if ok else {}, held_out=held_out, fidelity=job.fidelity,
             ))
             best = state.incumbent(config.best_replicates)
             if best is None:
-                curve.append(1.0)
+                spent.append((state.spent(), 1.0))
                 continue
             if best.genome.source_sha256 not in true_of:
                 true_of[best.genome.source_sha256] = L.true_fitness(land, sources[best.genome.source_sha256])
-            curve.append(true_of[best.genome.source_sha256])
+            spent.append((state.spent(), true_of[best.genome.source_sha256]))
     finally:
         scheduler.close()
     if keep is not None:
         keep.update(state=state, sources=sources)
+    return by_evaluation(spent, evaluations)
+
+
+def by_evaluation(spent: list[tuple[float, float]], evaluations: int) -> list[float]:
+    """Element i: the true fitness after ``i + 1`` evaluations' worth of spending (the last
+    reading at or below it; 1.0 before any)."""
+    curve, j, last = [], 0, 1.0
+    for n in range(1, evaluations + 1):
+        while j < len(spent) and spent[j][0] <= n + 1e-9:
+            last = spent[j][1]
+            j += 1
+        curve.append(last)
     return curve
 
 
@@ -91,12 +104,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--landscapes", default="sphere:0,coupled:0,cliff:0,integer:0,wide:0,ridge:0")
     p.add_argument("--repeats", type=int, default=6)
     p.add_argument("--evaluations", default="64,160")
+    p.add_argument("--screen", type=float, default=0.0, help="screen fraction (evo.screening; 0: off)")
+    p.add_argument("--eta", type=int, default=3)
     args = p.parse_args(argv)
+    overrides = {"screen_fraction": args.screen, "screen_eta": args.eta}
     checkpoints = [int(x) for x in args.evaluations.split(",")]
     for name in args.landscapes.split(","):
         land = L.parse_name(name)
         started = time.monotonic()
-        curves = [simulate(land, r, max(checkpoints)) for r in range(args.repeats)]
+        curves = [simulate(land, r, max(checkpoints), **overrides) for r in range(args.repeats)]
         cells = []
         for n in checkpoints:
             xs = [c[min(n, len(c)) - 1] for c in curves]

@@ -1,7 +1,8 @@
 """Search benchmark on synthetic landscapes: evo vs optuna TPE, CMA-ES, random and greedy.
 
 Every method gets the same number of evaluations (one evaluation = one noisy reading of
-one genome; evo's replicates count) on each landscape of ``benchmarks/landscapes.py``, with
+one genome; evo's replicates count; with ``--screen F`` a screen of evo's,
+``evo.screening``, counts F) on each landscape of ``benchmarks/landscapes.py``, with
 ``--repeats`` independent repeats (method seed = repeat). After every evaluation we note
 each method's *chosen* genome and score it by the landscape's true (noise-free) fitness:
 
@@ -44,7 +45,9 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import bisect
 import concurrent.futures
+import itertools
 import json
 import math
 import os
@@ -87,24 +90,31 @@ def evo_env(evo_path: str | None) -> dict[str, str]:
     return env
 
 
-def evo_command(project: Path, evaluations: int, repeat: int, run: str, sandbox: str) -> list[str]:
-    return [
+SMOKE_BUDGET_S = 3.0  # the smoke profile's time budget: a screen's fidelity is its budget over this
+
+
+def evo_command(project: Path, evaluations: int, repeat: int, run: str, sandbox: str, screen: float = 0.0) -> list[str]:
+    command = [
         sys.executable, "-m", "evo", "start", "--project", str(project), "--profile", "smoke",
         "--fitness", "reported", "--max-evaluations", str(evaluations), "--seed", str(repeat),
         "--run", run, "--seed-genome", str(project / "landscape.py"), "--sandbox", sandbox,
     ]
+    if screen:
+        command += ["--screen", str(screen), "--time-budget", str(SMOKE_BUDGET_S)]
+    return command
 
 
-def make_project(folder: Path, land: L.Landscape) -> Path:
+def make_project(folder: Path, land: L.Landscape, screen: float = 0.0) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for name in ("prepare.py", "program.md"):
         shutil.copy(L.ROOT / name, folder / name)
-    (folder / "landscape.py").write_text(L.landscape_genome(land))
+    (folder / "landscape.py").write_text(L.landscape_genome(land, SMOKE_BUDGET_S if screen else None))
     return folder
 
 
 def evo_curve(archive_path: Path, run: str, land: L.Landscape, evaluations: int) -> list[dict[str, Any]]:
-    """Evo's chosen genome after each of the first ``evaluations`` finished evaluations."""
+    """Evo's chosen genome after each of the first ``evaluations`` evaluations' worth of
+    finished evaluations (a screen, ``evo.screening``, costs its fidelity)."""
     from evo.archive import Archive
     from evo.config import RunConfig
     from evo.noise import declared_verdict
@@ -116,10 +126,11 @@ def evo_curve(archive_path: Path, run: str, land: L.Landscape, evaluations: int)
     genomes = archive.genomes(run)
     finished = [e for e in archive.evaluations(run) if e.state.is_finished and e.state is not EvalState.INTERRUPTED]
     finished.sort(key=lambda e: (e.finished_at, e.eval_id))
+    spent = list(itertools.accumulate(e.fidelity for e in finished))
     true_by_sha: dict[str, float | None] = {}
     curve = []
-    for n in range(1, min(evaluations, len(finished)) + 1):
-        done = finished[:n]
+    for n in range(1, min(evaluations, math.ceil(spent[-1] - 1e-9) if spent else 0) + 1):
+        done = finished[:bisect.bisect_right(spent, n + 1e-9)]
         ids = {e.genome_id for e in done}
         results = genome_results([g for g in genomes if g.genome_id in ids], done)
         verdict = declared_verdict(results, config)
@@ -141,14 +152,14 @@ def evo_curve(archive_path: Path, run: str, land: L.Landscape, evaluations: int)
 
 
 def run_evo(land: L.Landscape, repeat: int, evaluations: int, sandbox: str, evo_path: str | None,
-            keep: Path | None) -> dict[str, Any]:
+            keep: Path | None, screen: float = 0.0) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix=f"evo-suite-{land.family}-{land.instance_seed}-r{repeat}-"))
     try:
-        project = make_project(tmp / "project", land)
+        project = make_project(tmp / "project", land, screen)
         run = f"suite-r{repeat}"
         started = time.monotonic()
         with open(tmp / "evo.log", "w") as log:
-            proc = subprocess.run(evo_command(project, evaluations, repeat, run, sandbox), cwd=project,
+            proc = subprocess.run(evo_command(project, evaluations, repeat, run, sandbox, screen), cwd=project,
                                   stdout=log, stderr=subprocess.STDOUT, env=evo_env(evo_path),
                                   timeout=EVO_RUN_TIMEOUT_S)
         wall = time.monotonic() - started
@@ -239,7 +250,7 @@ def run_greedy(land: L.Landscape, repeat: int, evaluations: int) -> dict[str, An
 
 def run_method(method: str, land: L.Landscape, repeat: int, args: argparse.Namespace) -> dict[str, Any]:
     if method == "evo":
-        return run_evo(land, repeat, args.evaluations, args.sandbox, args.evo_path, args.keep_archives)
+        return run_evo(land, repeat, args.evaluations, args.sandbox, args.evo_path, args.keep_archives, args.screen)
     if method == "greedy":
         return run_greedy(land, repeat, args.evaluations)
     return run_optuna(method, land, repeat, args.evaluations)
@@ -335,8 +346,11 @@ def report(result: dict[str, Any]) -> str:
         "# Search suite: true fitness of each method's chosen genome",
         "",
         f"{result['repeats']} repeats, {result['evaluations']} evaluations, methods {', '.join(result['methods'])}; "
-        f"evo sandbox: {result['sandbox']}; mean ± standard error over repeats; lower is better; "
-        f"seed 1.0000. Winner's curse = true - estimate of the chosen genome (positive = optimistic).",
+        f"evo sandbox: {result['sandbox']}"
+        + (f", evo screening at {result['screen']:g} of the budget (evaluations counted in full-budget "
+           "evaluations)" if result.get("screen") else "")
+        + "; mean ± standard error over repeats; lower is better; "
+        "seed 1.0000. Winner's curse = true - estimate of the chosen genome (positive = optimistic).",
         "",
     ]
     for group, title in ((False, "Tuning landscapes"), (True, "Held-out landscapes")):
@@ -432,6 +446,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--sandbox", default=sandbox_choice(), help="evo start --sandbox (default: auto if bwrap "
                                                                "is installed, else none)")
     p.add_argument("--keep-archives", type=Path, help="copy each evo run's project folder here")
+    p.add_argument("--screen", type=float, default=0.0, metavar="FRACTION",
+                   help="run evo with --screen FRACTION (evo.screening) on landscapes read with their fidelity "
+                        "bias; evo's evaluations are then counted in full-budget evaluations (default 0: off)")
     args = p.parse_args(argv)
     args.landscapes = args.landscapes or ",".join(QUICK_LANDSCAPES if args.quick else DEFAULT_LANDSCAPES)
     args.repeats = args.repeats or (3 if args.quick else 10)
@@ -479,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
 
     result: dict[str, Any] = {
         "repeats": args.repeats, "evaluations": args.evaluations, "checkpoints": args.checkpoints,
-        "methods": args.methods, "sandbox": args.sandbox, "jobs": args.jobs, "landscapes": [],
+        "methods": args.methods, "sandbox": args.sandbox, "jobs": args.jobs, "landscapes": [], "screen": args.screen,
         "evo_path": args.evo_path, "wall_s": time.monotonic() - started,
     }
     walls = []

@@ -160,3 +160,49 @@ def test_a_tiny_evo_run_through_the_cli_declares_a_best(tmp_path):
     assert last["estimate"] == pytest.approx(sum(e.val_bpb for e in evals) / len(evals))
     # evo's posterior mean of it: between the mean reading and the prior it shrinks toward
     assert last["posterior"] is not None and abs(last["posterior"] - last["estimate"]) < 0.05
+
+
+def test_a_landscape_genome_given_a_shorter_budget_reads_with_its_fidelity_bias(tmp_path):
+    land = L.make_landscape("sphere", 0)
+    path = tmp_path / "landscape.py"
+    path.write_text(L.landscape_genome(land, 3.0))
+    from evo.operators.cst_tools import set_constants
+
+    child = tmp_path / "child.py"  # higher learning rates: short runs favour them (the bias is < 0 for them)
+    child.write_text(set_constants(path.read_text(), {"MATRIX_LR": 0.08, "EMBEDDING_LR": 1.2}))
+    values = L._values(child.read_text())
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+    def read(budget: str | None) -> float:
+        extra = {} if budget is None else {"EVO_TIME_BUDGET": budget}
+        proc = subprocess.run([sys.executable, str(child)], capture_output=True, text=True, timeout=30,
+                              env={**env, "EVO_SEED": "5", **extra})
+        return parse_summary(proc.stdout)["val_bpb"]
+
+    full = L.reading(land, values, 5)
+    assert read(None) == pytest.approx(full, abs=2e-6) and read("3.0") == pytest.approx(full, abs=2e-6)
+    screen = read("1.0")
+    assert screen == pytest.approx(L.reading(land, values, 5, 1.0 / 3.0), abs=2e-6)
+    bias = L.landscape_fidelity_bias(values, land.params, 1.0 / 3.0)
+    assert screen - full == pytest.approx(bias, abs=2e-6)
+    assert bias < (2.0 / 3.0) * 0.1  # worse overall, less so for the higher learning rates
+    assert L.landscape_fidelity_bias(values, land.params, 1.0) == 0.0
+
+
+@pytest.mark.slow
+def test_a_screened_evo_run_is_counted_in_full_budget_evaluations(tmp_path):
+    land = L.make_landscape("sphere", 0)
+    project = S.make_project(tmp_path / "project", land, screen=0.5)
+    proc = subprocess.run(S.evo_command(project, 8, 0, "scr", S.sandbox_choice(), screen=0.5), cwd=project,
+                          capture_output=True, text=True, env=S.evo_env(None), timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    from evo.archive import Archive
+
+    evals = Archive(project / "archive" / "evo.duckdb", read_only=True).evaluations("scr")
+    screens = [e for e in evals if e.fidelity == 0.5]
+    assert screens and len(evals) > 8  # a screen costs half an evaluation
+    assert 7.0 < sum(e.fidelity for e in evals if e.state.is_finished) <= 8.0
+    for e in screens:  # the genome read its budget: 1.5 of 3 s, with the fidelity bias
+        assert e.val_bpb is None or e.val_bpb > 1.0 + 0.5 * 0.1 - 0.1
+    curve = S.evo_curve(project / "archive" / "evo.duckdb", "scr", land, 8)
+    assert len(curve) == 8 and curve[-1]["genome"] is not None
