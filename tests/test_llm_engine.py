@@ -136,8 +136,9 @@ def test_proposals_run_while_genomes_train(key, tmp_path, fake_genome):
     assert len(gaps) == population
     # the first child waits for the model (its proposal starts once its parents are known);
     # the others were proposed while it trained; proposing in turn would idle population * model_s
+    # (the first gap also holds the process start-up, ~0.3 s on a busy 2-core machine)
     assert gaps[0] <= model_s + 0.5 and all(g < 0.3 for g in gaps[1:]), gaps
-    assert sum(gaps) < 0.6 * population * model_s
+    assert sum(gaps[1:]) < model_s  # in turn: at least (population - 1) * model_s
 
 
 def test_a_slot_does_not_wait_for_a_slow_llm_when_another_operator_can_answer(key, tmp_path, fake_genome):
