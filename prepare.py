@@ -847,6 +847,7 @@ def export_model(
         Exception: whatever torch.export raised (after writing ``export_error.txt``).
     """
     t0 = time.time()
+    print("evo: exporting the model for trusted evaluation", flush=True)  # evo starts its evaluator now
     from torch._export.serde.serialize import serialize
 
     out = Path(directory)

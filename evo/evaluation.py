@@ -12,7 +12,9 @@
    anyway (``overtime``). Its output is logged with a cap (:mod:`evo.runner`).
 4. **score**: with ``fitness = trusted`` (the default), a genome that exited 0 is scored
    by the trusted evaluator (:mod:`evo.evaluator`) in a separate sandboxed process, from
-   the model it exported; what it printed is kept as ``reported_val_bpb``. With
+   the model it exported; what it printed is kept as ``reported_val_bpb``. That process is
+   started warm while the genome exports its model, and reads the model only once the
+   genome's processes are gone (:mod:`evo.warm_evaluator`). With
    ``fitness = reported`` (synthetic benchmarks and tests), the printed val_bpb is the
    fitness; every other protection stays.
 5. **clean up**: the workspace is removed; nothing the genome started is left running.
@@ -21,7 +23,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -30,21 +31,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import evo
 from evo import compile_cache
-from evo.evaluator import RESULT_PREFIX
 from evo.limits import Confinement, ProcessLimits
-from evo.metrics import classify, last_error_line, parse_summary, tail
+from evo.metrics import classify, parse_summary, tail
 from evo.records import EvalState, FailureKind, Outcome
 from evo.runner import ProcessResult, Tick, run_process
 from evo.sandbox import Sandbox, SandboxSpec, allowed_environment
+from evo.warm_evaluator import EXPORT_STARTED, WarmEvaluator, confined_argv
 
 MODEL_DIR = "evo_model"  # in the workspace: where the harness exports the model
 # Start-up allowance: the seed's overhead (wall time beyond its budget: start-up,
 # compilation, evaluation, export) plus the larger of itself, a quarter of the budget and
 # this many seconds, so honest children with bigger models or a busier machine still fit.
 MIN_ALLOWANCE_S = 20.0
-EVALUATOR_MIN_LIMIT_S = 300.0
 SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
 
 
@@ -197,6 +196,7 @@ def evaluate_genome(
         KeyboardInterrupt: after the processes were killed and the workspace removed.
     """
     harness = read_pinned_harness(setup)
+    warm: WarmEvaluator | None = None
     trusted_harness = workspace.parent / f".{workspace.name}.harness"  # the evaluator's copy, never the genome's
     shutil.rmtree(workspace, ignore_errors=True)
     workspace.mkdir(parents=True)
@@ -209,11 +209,15 @@ def evaluate_genome(
         limit = hard_limit_s if scoring_limit is None else min(hard_limit_s, scoring_limit)
         placement = placement or Placement("local")
         cache_env = compile_cache.give(setup.compile_cache, workspace)
-        result = _run_genome(setup, workspace, log_path, {**env, **placement.env, **cache_env}, limit, on_tick, placement)
-        outcome = _judge(setup, result, workspace, trusted_harness, log_path, hard_limit_s, scoring_limit, placement)
+        warm = WarmEvaluator(setup, trusted_harness, log_path, placement) if setup.fitness == "trusted" else None
+        result = _run_genome(setup, workspace, log_path, {**env, **placement.env, **cache_env}, limit, on_tick,
+                             placement, warm)
+        outcome = _judge(setup, result, workspace, log_path, hard_limit_s, scoring_limit, warm)
         if keep_compile_cache and setup.sandbox.isolated and outcome.state is EvalState.COMPLETE:
             compile_cache.keep(workspace, setup.compile_cache)
     finally:
+        if warm is not None:
+            warm.close()
         shutil.rmtree(workspace, ignore_errors=True)
         shutil.rmtree(trusted_harness, ignore_errors=True)
     return replace(outcome, error=redact(outcome.error), log_tail=redact(outcome.log_tail) or "")
@@ -233,18 +237,18 @@ def _genome_env(setup: EvaluationSetup, workspace: Path, env: dict[str, str]) ->
     })
 
 
-def _confined(
-    setup: EvaluationSetup, confinement: Confinement, argv: list[str], spec: SandboxSpec, placement: Placement,
-) -> list[str]:
-    cpus = ["--cpus", ",".join(map(str, placement.cpus))] if placement.cpus else []
-    launcher = [setup.python, "-m", "evo.confine", *confinement.launcher_args(), *cpus, "--"]
-    return launcher + setup.sandbox.command(argv, spec)
-
-
 def _run_genome(
     setup: EvaluationSetup, workspace: Path, log_path: Path, env: dict[str, str], limit_s: float,
-    on_tick: Callable[[Tick], None] | None, placement: Placement,
+    on_tick: Callable[[Tick], None] | None, placement: Placement, warm: WarmEvaluator | None,
 ) -> ProcessResult:
+    """Run the genome; its warm evaluator starts when the harness says the export began."""
+
+    def ticked(tick: Tick) -> None:
+        if warm is not None and tick.last_line.startswith(EXPORT_STARTED):
+            warm.start()
+        if on_tick is not None:
+            on_tick(tick)
+
     genome_env = _genome_env(setup, workspace, env)
     if not setup.sandbox.isolated:
         (workspace / "tmp").mkdir()
@@ -253,17 +257,17 @@ def _run_genome(
         gpu_index=placement.gpu_index, overlays=((workspace / "prepare.py", workspace / "prepare.py"),),
     )
     with Confinement(setup.limits) as confinement:
-        argv = _confined(setup, confinement, [setup.python, "train.py"], spec, placement)
-        return run_process(argv, log_path, workspace, genome_env, limit_s, on_tick, on_exit=confinement.kill_all)
+        argv = confined_argv(setup, confinement, [setup.python, "train.py"], spec, placement)
+        return run_process(argv, log_path, workspace, genome_env, limit_s, ticked, on_exit=confinement.kill_all)
 
 
 def _judge(
-    setup: EvaluationSetup, result: ProcessResult, workspace: Path, trusted_harness: Path, log_path: Path,
-    hard_limit_s: float, scoring_limit: float | None, placement: Placement,
+    setup: EvaluationSetup, result: ProcessResult, workspace: Path, log_path: Path,
+    hard_limit_s: float, scoring_limit: float | None, warm: WarmEvaluator | None,
 ) -> Outcome:
     """How the genome ended, and its fitness; in a trusted run a printed val_bpb is only ever
     kept as ``reported_val_bpb``."""
-    outcome = _verdict(setup, result, workspace, trusted_harness, log_path, hard_limit_s, scoring_limit, placement)
+    outcome = _verdict(setup, result, workspace, log_path, hard_limit_s, scoring_limit, warm)
     if setup.fitness == "trusted" and outcome.state is not EvalState.COMPLETE and "val_bpb" in outcome.metrics:
         metrics = {k: v for k, v in outcome.metrics.items() if k != "val_bpb"}
         outcome = replace(outcome, metrics={**metrics, "reported_val_bpb": outcome.metrics["val_bpb"]})
@@ -271,8 +275,8 @@ def _judge(
 
 
 def _verdict(
-    setup: EvaluationSetup, result: ProcessResult, workspace: Path, trusted_harness: Path, log_path: Path,
-    hard_limit_s: float, scoring_limit: float | None, placement: Placement,
+    setup: EvaluationSetup, result: ProcessResult, workspace: Path, log_path: Path,
+    hard_limit_s: float, scoring_limit: float | None, warm: WarmEvaluator | None,
 ) -> Outcome:
     if scoring_limit is not None and result.wall_s > scoring_limit and (not result.timed_out or scoring_limit < hard_limit_s):
         return Outcome(
@@ -282,10 +286,10 @@ def _verdict(
             tail(result.tail),
         )
     outcome = classify(result.tail, result.returncode, result.timed_out, result.wall_s)
-    if setup.fitness == "reported" or result.timed_out or result.returncode != 0 or outcome.failure_kind is FailureKind.NAN:
+    if warm is None or result.timed_out or result.returncode != 0 or outcome.failure_kind is FailureKind.NAN:
         return outcome
     printed = outcome.metrics
-    score = _trusted_score(setup, workspace / MODEL_DIR, trusted_harness, log_path, placement)
+    score = warm.score(workspace / MODEL_DIR)
     if "reason" in score:
         return Outcome(EvalState.FAIL, result.wall_s, result.returncode, printed, FailureKind.UNVERIFIABLE,
                        str(score["reason"]), outcome.log_tail)
@@ -293,38 +297,6 @@ def _verdict(
     if "val_bpb" in printed:
         metrics["reported_val_bpb"] = printed["val_bpb"]
     metrics.update(val_bpb=score["val_bpb"], trusted_eval_s=score["seconds"], trusted_eval_tokens=score["tokens"],
-                   causality_max_diff=score["causality_max_diff"], trusted_eval_wall_s=score["wall_s"])
+                   causality_max_diff=score["causality_max_diff"], trusted_eval_wall_s=score["wall_s"],
+                   trusted_eval_ready_s=score.get("waited_s", 0.0))
     return Outcome(EvalState.COMPLETE, result.wall_s, result.returncode, metrics, None, None, outcome.log_tail)
-
-
-def _trusted_score(setup: EvaluationSetup, model_dir: Path, trusted_harness: Path, genome_log: Path, placement: Placement) -> dict:
-    """Run the trusted evaluator on ``model_dir``; its JSON result (``reason`` if unverifiable)."""
-    if not model_dir.is_dir() or model_dir.is_symlink():
-        return {"reason": "the genome exported no model (prepare.evaluate_bpb was never called, or was replaced)"}
-    package_parent = Path(evo.__file__).resolve().parent.parent
-    env = allowed_environment({
-        "EVO_PROFILE": setup.profile, "EVO_DATASET": setup.dataset, "EVO_CACHE_DIR": str(setup.cache_dir),
-        "PYTHONPATH": os.pathsep.join((str(trusted_harness), str(package_parent))),
-        "HOME": str(trusted_harness), "PYTHONDONTWRITEBYTECODE": "1", **placement.env,
-    })
-    spec = SandboxSpec(
-        workdir=trusted_harness, env=env, writable=False, gpu=setup.gpu, gpu_index=placement.gpu_index,
-        read_only=(model_dir, setup.cache_dir, Path(evo.__file__).resolve().parent),
-    )
-    log = genome_log.with_name(genome_log.name.replace(".log", ".trusted.log"))
-    limits = replace(setup.limits, max_file_size_mb=64)
-    with Confinement(limits) as confinement:
-        argv = _confined(setup, confinement, [setup.python, "-m", "evo.evaluator", str(model_dir)], spec, placement)
-        result = run_process(argv, log, trusted_harness, env, EVALUATOR_MIN_LIMIT_S, on_exit=confinement.kill_all)
-    for line in reversed(result.tail.splitlines()):
-        if line.startswith(RESULT_PREFIX):
-            try:
-                payload = json.loads(line[len(RESULT_PREFIX):])
-            except json.JSONDecodeError:
-                break
-            log.unlink(missing_ok=True)
-            if not payload.get("ok"):
-                return {"reason": str(payload.get("reason"))}
-            return {**payload, "wall_s": result.wall_s}  # the evaluator process, start-up included
-    why = "timed out" if result.timed_out else (last_error_line(result.tail) or f"exit status {result.returncode}")
-    return {"reason": f"the trusted evaluator failed on this model: {why} (log: {log})"}

@@ -25,7 +25,11 @@ processes are gone, this module, in a process of its own that runs no genome cod
 
 Run as ``python -m evo.evaluator MODEL_DIR`` with the run's ``EVO_PROFILE``,
 ``EVO_DATASET`` and ``EVO_CACHE_DIR``, and the project's ``prepare.py`` importable; it
-prints one line ``EVO_TRUSTED_RESULT {json}``.
+prints one line ``EVO_TRUSTED_RESULT {json}``. With ``--wait`` it first imports what it
+needs (torch, the harness, torch.export's loader: most of its start-up), then waits for
+a line ``go`` on its stdin before it reads ``MODEL_DIR``; at the end of its input without
+``go`` it exits 0 and prints nothing (:mod:`evo.warm_evaluator` starts it while the genome
+exports its model).
 """
 
 from __future__ import annotations
@@ -325,15 +329,33 @@ def evaluate(model_dir: Path) -> TrustedScore:
     return score(module, batch_size, prepare)
 
 
+def _warm_up() -> None:
+    """Import what :func:`evaluate` needs, before its model exists."""
+    import torch.nn.functional  # noqa: F401
+    from torch._export.serde import serialize  # noqa: F401  (most of torch.export's import cost)
+
+    import prepare  # noqa: F401  (torch and the harness)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m evo.evaluator", description="Score an exported model (evo's trusted evaluator).")
     parser.add_argument("model_dir", type=Path)
+    parser.add_argument("--wait", action="store_true", help="warm up, then wait for a line 'go' on stdin before reading MODEL_DIR")
     args = parser.parse_args(argv)
+    waited_s = None
+    if args.wait:
+        _warm_up()
+        ready = time.monotonic()
+        if sys.stdin.readline().strip() != "go":
+            return 0  # not needed after all
+        waited_s = time.monotonic() - ready
     try:
         result: dict[str, Any] = {"ok": True, **asdict(evaluate(args.model_dir))}
     except UnverifiableError as exc:
         result = {"ok": False, "reason": str(exc)}
     result["evaluator_version"] = EVALUATOR_VERSION
+    if waited_s is not None:
+        result["waited_s"] = round(waited_s, 3)  # ready this long before it was needed
     print(RESULT_PREFIX + json.dumps(result), flush=True)
     return 0
 

