@@ -124,3 +124,19 @@ def test_a_pickle_in_the_weights_is_refused(tmp_path):
     with pytest.raises(UnverifiableError, match="not a plain tensor file"):
         load_program(tmp_path, torch.device("cpu"))
     assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_logits_are_refused_wherever_they_are(bad):
+    import torch
+
+    from evo.evaluator import _logits
+
+    def module(idx):
+        out = torch.zeros(*idx.shape, 8, dtype=torch.bfloat16)
+        out[1, 3, 5] = bad
+        return out
+
+    with pytest.raises(UnverifiableError, match="non-finite"):
+        _logits(module, torch.zeros(2, 4, dtype=torch.long), 8)
+    assert _logits(lambda idx: torch.zeros(*idx.shape, 8), torch.zeros(2, 4, dtype=torch.long), 8).shape == (2, 4, 8)
