@@ -9,7 +9,10 @@ Prints seconds per evaluation for each part and as a fraction of the profile's t
    run bare (the cost of the limits and the sandbox, not of Python);
 2. export: ``prepare.export_model`` of the seed genome's model at the profile's sizes;
 3. trusted evaluation: ``python -m evo.evaluator`` on that export (a process: interpreter,
-   torch import, load, probes, scoring), wall time.
+   torch import, load, probes, scoring), wall time;
+4. the same, warm, as the engine runs it (:mod:`evo.warm_evaluator`): ``--wait`` started
+   when the export starts, released when the export's process ends; wall time from the
+   release to its exit (what a slot waits for it).
 """
 
 from __future__ import annotations
@@ -53,6 +56,20 @@ def _timed(argv: list[str], env: dict[str, str]) -> float:
     return time.perf_counter() - t0
 
 
+def _warm(env: dict[str, str], tmp: str) -> float:
+    """Seconds from the release of a warm evaluator (started beside a new export) to its exit."""
+    evaluator = subprocess.Popen([sys.executable, "-m", "evo.evaluator", "--wait", f"{tmp}/model"], env=env,
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=REPO)
+    subprocess.run([sys.executable, "-c", EXPORT, str(REPO / "seed_train.py"), tmp], env=env, check=True,
+                   capture_output=True, cwd=REPO)
+    t0 = time.perf_counter()
+    out, _ = evaluator.communicate(b"go\n")
+    seconds = time.perf_counter() - t0
+    if b'"ok": true' not in out:
+        raise RuntimeError(f"the warm evaluator failed: {out[-500:]!r}")
+    return seconds
+
+
 def main() -> int:
     from evo.limits import Confinement, ProcessLimits
     from evo.sandbox import SandboxSpec, allowed_environment, detect
@@ -83,15 +100,17 @@ def main() -> int:
                 boxed.append(_timed(argv, env))
         sandbox_s = statistics.median(boxed) - statistics.median(bare)
 
-        exports, trusted = [], []
+        exports, trusted, warm = [], [], []
         for _ in range(args.repeats):
             out = subprocess.run([sys.executable, "-c", EXPORT, str(REPO / "seed_train.py"), tmp], env=env,
                                  check=True, capture_output=True, text=True, cwd=REPO).stdout
             exports.append(float(out.split("EXPORT_S")[-1]))
             trusted.append(_timed([sys.executable, "-m", "evo.evaluator", f"{tmp}/model"], env))
+            warm.append(_warm(env, tmp))
 
     for name, seconds in (("sandbox + limits (start)", sandbox_s), ("export (in the genome)", statistics.median(exports)),
-                          ("trusted evaluation (process)", statistics.median(trusted))):
+                          ("trusted evaluation (process)", statistics.median(trusted)),
+                          ("trusted evaluation, warm", statistics.median(warm))):
         print(f"{name:32s} {seconds:7.2f} s   {100 * seconds / budget:5.1f}% of the budget")
     return 0
 
