@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -37,7 +36,7 @@ from evo.metrics import classify, parse_summary, tail
 from evo.records import EvalState, FailureKind, Outcome
 from evo.runner import ProcessResult, Tick, run_process
 from evo.sandbox import Sandbox, SandboxSpec, allowed_environment
-from evo.warm_evaluator import EXPORT_STARTED, WarmEvaluator, confined_argv
+from evo.warm_evaluator import EXPORT_STARTED, WarmEvaluator, confined_argv, remove_tree
 
 MODEL_DIR = "evo_model"  # in the workspace: where the harness exports the model
 # Start-up allowance: the seed's overhead (wall time beyond its budget: start-up,
@@ -198,12 +197,12 @@ def evaluate_genome(
     harness = read_pinned_harness(setup)
     warm: WarmEvaluator | None = None
     trusted_harness = workspace.parent / f".{workspace.name}.harness"  # the evaluator's copy, never the genome's
-    shutil.rmtree(workspace, ignore_errors=True)
+    remove_tree(workspace)
     workspace.mkdir(parents=True)
     try:
         (workspace / "train.py").write_text(code, encoding="utf-8")
         (workspace / "prepare.py").write_bytes(harness)
-        shutil.rmtree(trusted_harness, ignore_errors=True)
+        remove_tree(trusted_harness)
         trusted_harness.mkdir()
         (trusted_harness / "prepare.py").write_bytes(harness)
         limit = hard_limit_s if scoring_limit is None else min(hard_limit_s, scoring_limit)
@@ -218,8 +217,8 @@ def evaluate_genome(
     finally:
         if warm is not None:
             warm.close()
-        shutil.rmtree(workspace, ignore_errors=True)
-        shutil.rmtree(trusted_harness, ignore_errors=True)
+        remove_tree(workspace)
+        remove_tree(trusted_harness)
     return replace(outcome, error=redact(outcome.error), log_tail=redact(outcome.log_tail) or "")
 
 

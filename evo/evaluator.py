@@ -185,6 +185,12 @@ def load_program(model_dir: Path, device: Any):
     except Exception as exc:
         raise UnverifiableError(f"the exported program does not load: {type(exc).__name__}: {exc}"[:500]) from None
     signature = ep.graph_signature
+    graphs = [m.graph for m in ep.graph_module.modules() if isinstance(m, torch.fx.GraphModule)]
+    in_place = sorted({str(n.target) for g in graphs for n in g.nodes if n.op == "call_function"
+                       and isinstance(n.target, torch._ops.OpOverload) and n.target._schema.is_mutable})
+    if in_place:  # (an export is functional: only an edited program writes in place, to keep hidden state)
+        raise UnverifiableError(f"the exported model writes into tensors in place ({', '.join(in_place[:3])}); "
+                                "it must be a pure function")
     if signature.buffers_to_mutate or signature.user_inputs_to_mutate:
         raise UnverifiableError("the exported model changes its own state when called; it must be a pure function")
     inputs = [n for n in ep.graph.nodes if n.op == "placeholder" and n.name in signature.user_inputs]

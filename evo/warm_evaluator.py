@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import threading
 from dataclasses import replace
@@ -33,7 +34,42 @@ from evo.sandbox import SandboxSpec, allowed_environment
 
 EVALUATOR_MIN_LIMIT_S = 300.0  # the evaluator's wall-clock limit, from its release
 EXPORT_STARTED = "evo: exporting the model for trusted evaluation"  # printed by prepare.export_model
-INBOX = "model"  # in the evaluator's working folder: where the exported model is moved
+INBOX = "model.d"  # in the evaluator's working folder: where the exported model is moved (no importable name)
+
+
+def unlock(path: Path) -> None:
+    """Give a folder the genome may have locked (``chmod 500``) back its owner's rwx: opened
+    without following a link (a link is left alone), so a swap cannot redirect the chmod.
+    A folder of the engine's uid, which is what a genome's files are under bubblewrap.
+
+    Raises:
+        OSError: not a folder, or it cannot be opened.
+    """
+    fd = os.open(path, getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY | os.O_NOFOLLOW)  # O_PATH: even mode 000
+    try:
+        mode = stat.S_IMODE(os.fstat(fd).st_mode) | stat.S_IRWXU
+        if hasattr(os, "O_PATH"):
+            os.chmod(f"/proc/self/fd/{fd}", mode)  # the inode opened, not whatever the path names now
+        else:
+            os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a folder a genome wrote, whatever modes it left on its subfolders (links are
+    removed, never followed); what still cannot be removed is left."""
+    try:
+        unlock(path)
+    except OSError:
+        pass
+    for root, dirs, _files in os.walk(path):
+        for name in dirs:
+            try:
+                unlock(Path(root) / name)
+            except OSError:
+                pass  # a link, or gone
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def confined_argv(setup, confinement: Confinement, argv: list[str], spec: SandboxSpec, placement) -> list[str]:
@@ -109,14 +145,17 @@ class WarmEvaluator:
         Raises:
             Whatever starting the evaluator raised (a cgroup that cannot be made, say).
         """
+        inbox = self.harness_dir / INBOX
         try:
-            mode = os.lstat(model_dir).st_mode
+            unlock(model_dir.parent)
+            unlock(model_dir)
+            os.rename(model_dir, inbox)  # then checked where only the engine writes: nothing can swap it after
+            mode = os.lstat(inbox).st_mode
         except OSError:
             mode = 0
         if not stat.S_ISDIR(mode):
             self.close()
             return {"reason": "the genome exported no model (prepare.evaluate_bpb was never called, or was replaced)"}
-        os.rename(model_dir, self.harness_dir / INBOX)
         self.start()
         self.gate.release()
         self._join()

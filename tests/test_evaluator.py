@@ -140,3 +140,32 @@ def test_non_finite_logits_are_refused_wherever_they_are(bad):
     with pytest.raises(UnverifiableError, match="non-finite"):
         _logits(module, torch.zeros(2, 4, dtype=torch.long), 8)
     assert _logits(lambda idx: torch.zeros(*idx.shape, 8), torch.zeros(2, 4, dtype=torch.long), 8).shape == (2, 4, 8)
+
+
+def test_a_program_edited_to_write_in_place_is_refused(tmp_path):
+    """An in-place operator (here add_ on a weight) passes the operator allowlist and is not a
+    declared buffer mutation, but could keep state between calls: it is refused on load."""
+    import torch
+    from torch._export.serde.serialize import serialize
+
+    from evo.evaluator import load_program
+
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(8))
+
+        def forward(self, idx):
+            return (idx.float().unsqueeze(-1) + self.w)
+
+    artifact = serialize(torch.export.export(Tiny(), (torch.zeros(2, 4, dtype=torch.long),)))
+    for name, data in zip(("program.json", "state_dict.pt", "constants.pt"),
+                          (artifact.exported_program, artifact.state_dict, artifact.constants), strict=True):
+        (tmp_path / name).write_bytes(data)
+    module, shape = load_program(tmp_path, torch.device("cpu"))  # the honest program loads
+    assert shape == (2, 4) and module(torch.ones(2, 4, dtype=torch.long)).shape == (2, 4, 8)
+    program = (tmp_path / "program.json").read_text()
+    assert "torch.ops.aten.add.Tensor" in program
+    (tmp_path / "program.json").write_text(program.replace("torch.ops.aten.add.Tensor", "torch.ops.aten.add_.Tensor"))
+    with pytest.raises(UnverifiableError, match="in place"):
+        load_program(tmp_path, torch.device("cpu"))

@@ -103,14 +103,15 @@ def _evaluate(setup: EvaluationSetup, ending: str, genome_id: str):
     return outcome, genome_dir
 
 
-def _evaluators() -> list[str]:
+def _evaluators(genome_dir: Path) -> list[str]:
+    """This test's evaluator processes still alive (their model folder is under ``genome_dir``)."""
     found = []
     for entry in Path("/proc").iterdir():
         try:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if "evo.evaluator --wait" in cmdline:
+        if "evo.evaluator --wait" in cmdline and str(genome_dir) in cmdline:
             found.append(cmdline)
     return found
 
@@ -124,7 +125,7 @@ def test_the_evaluator_is_ready_before_the_genome_ends_and_scores_its_model(setu
     assert 1.5 < outcome.metrics["val_bpb"] < 9.0
     assert outcome.metrics["trusted_eval_wall_s"] < outcome.wall_s
     assert not list(genome_dir.glob("*.trusted.log")) and not list(genome_dir.glob(".*"))
-    assert _evaluators() == []
+    assert _evaluators(genome_dir) == []
 
 
 def test_a_genome_that_fails_after_its_export_leaves_no_evaluator(setup):
@@ -132,7 +133,7 @@ def test_a_genome_that_fails_after_its_export_leaves_no_evaluator(setup):
     outcome, genome_dir = _evaluate(setup, ending, "g0002")
     assert outcome.state is EvalState.FAIL and outcome.failure_kind is FailureKind.CRASH
     assert "val_bpb" not in outcome.metrics
-    assert _evaluators() == []
+    assert _evaluators(genome_dir) == []
     assert not list(genome_dir.glob("*.trusted.log"))
 
 
@@ -143,7 +144,69 @@ def test_a_model_folder_swapped_for_a_link_is_not_scored(setup):
               "d = os.environ['EVO_EXPORT_DIR']\n"
               "shutil.move(d, d + '.real')\n"
               "os.symlink(d + '.real', d)\n")
-    outcome, _ = _evaluate(setup, ending, "g0003")
+    outcome, genome_dir = _evaluate(setup, ending, "g0003")
     assert outcome.state is EvalState.FAIL and outcome.failure_kind is FailureKind.UNVERIFIABLE
     assert "exported no model" in outcome.error
-    assert _evaluators() == []
+    assert _evaluators(genome_dir) == []
+
+
+
+def _locked_folders(base: Path) -> list[str]:
+    """Run as a user that permissions bind: a genome's chmod 500 on its own folders, then
+    the engine's move of the model and removal of the folders."""
+    from evo.warm_evaluator import remove_tree, unlock
+
+    said = []
+    ws, harness = base / "ws", base / "harness"
+    (ws / "evo_model" / "deep").mkdir(parents=True)
+    (ws / "evo_model" / "program.json").write_text("{}")
+    harness.mkdir()
+    for d in (ws / "evo_model" / "deep", ws / "evo_model", ws):
+        d.chmod(0o500)  # what a genome can do to its own files
+    try:
+        os.rename(ws / "evo_model", harness / "model.d")
+        said.append("moved while locked")
+    except PermissionError:
+        said.append("locked")
+    unlock(ws)
+    unlock(ws / "evo_model")
+    os.rename(ws / "evo_model", harness / "model.d")
+    said.append("moved")
+    (harness / "model.d" / "deep").chmod(0o000)
+    (harness / "model.d").chmod(0o500)
+    remove_tree(harness)
+    remove_tree(ws)
+    said.append(f"left {harness.exists()} {ws.exists()}")
+    return said
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="runs the check as another user, which needs root")
+def test_folders_a_genome_locked_are_still_moved_and_removed():
+    """A genome's chmod 500 on its workspace and model folder must neither stop the run (the
+    move raised PermissionError) nor leave folders behind (checked as uid 65534: root
+    ignores modes)."""
+    import shutil
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="evo-locked-"))
+    base.chmod(0o777)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 1
+        try:
+            os.close(read)
+            os.setuid(65534)
+            os.write(write, "\n".join(_locked_folders(base)).encode())
+            code = 0
+        except BaseException as exc:  # noqa: BLE001
+            os.write(write, repr(exc).encode())
+        finally:
+            os._exit(code)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        said = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    shutil.rmtree(base, ignore_errors=True)
+    assert os.waitstatus_to_exitcode(status) == 0, said
+    assert said.split("\n") == ["locked", "moved", "left False False"]
