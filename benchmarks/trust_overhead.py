@@ -95,8 +95,7 @@ def main() -> int:
         for _ in range(args.repeats):
             bare.append(_timed(probe, env))
             with Confinement(ProcessLimits()) as confinement:
-                argv = [sys.executable, "-m", "evo.confine", *confinement.launcher_args(), "--",
-                        *sandbox.command(probe, spec)]
+                argv = confinement.command(sys.executable, sandbox.command(probe, spec))
                 boxed.append(_timed(argv, env))
         sandbox_s = statistics.median(boxed) - statistics.median(bare)
 

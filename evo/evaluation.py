@@ -31,12 +31,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from evo import compile_cache
+from evo.genome import remove_tree
 from evo.limits import Confinement, ProcessLimits
 from evo.metrics import classify, parse_summary, tail
 from evo.records import EvalState, FailureKind, Outcome
 from evo.runner import ProcessResult, Tick, run_process
 from evo.sandbox import Sandbox, SandboxSpec, allowed_environment
-from evo.warm_evaluator import EXPORT_STARTED, WarmEvaluator, confined_argv, remove_tree
+from evo.warm_evaluator import EXPORT_STARTED, WarmEvaluator
 
 MODEL_DIR = "evo_model"  # in the workspace: where the harness exports the model
 # Start-up allowance: the seed's overhead (wall time beyond its budget: start-up,
@@ -256,7 +257,7 @@ def _run_genome(
         gpu_index=placement.gpu_index, overlays=((workspace / "prepare.py", workspace / "prepare.py"),),
     )
     with Confinement(setup.limits) as confinement:
-        argv = confined_argv(setup, confinement, [setup.python, "train.py"], spec, placement)
+        argv = confinement.command(setup.python, setup.sandbox.command([setup.python, "train.py"], spec), placement.cpus)
         return run_process(argv, log_path, workspace, genome_env, limit_s, ticked, on_exit=confinement.kill_all)
 
 

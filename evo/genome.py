@@ -10,6 +10,8 @@ from __future__ import annotations
 import ast
 import hashlib
 import os
+import shutil
+import stat
 import tempfile
 import threading
 from pathlib import Path
@@ -122,11 +124,46 @@ def workspace_path(genome_dir: Path, genome_id: str) -> Path:
 
 def remove_workspaces(genome_dir: Path) -> None:
     """Remove evaluation workspaces a killed engine left behind (symlinks are not followed)."""
-    import shutil
-
     from evo import compile_cache
 
     if genome_dir.is_dir():
         partial = genome_dir.glob(compile_cache.PARTIAL)  # half-written shared compile caches
         for path in [*genome_dir.glob("*.work"), *genome_dir.glob(".*.work.harness"), *partial]:
-            shutil.rmtree(path, ignore_errors=True)
+            remove_tree(path)
+
+
+def unlock(path: Path) -> None:
+    """Give a folder the genome may have locked (``chmod 500``) back its owner's rwx: opened
+    without following a link (a link is left alone), so a swap cannot redirect the chmod.
+    A folder of the engine's uid, which is what a genome's files are under bubblewrap.
+
+    Raises:
+        OSError: not a folder, or it cannot be opened.
+    """
+    fd = os.open(path, getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY | os.O_NOFOLLOW)  # O_PATH: even mode 000
+    try:
+        mode = stat.S_IMODE(os.fstat(fd).st_mode) | stat.S_IRWXU
+        if hasattr(os, "O_PATH"):
+            os.chmod(f"/proc/self/fd/{fd}", mode)  # the inode opened, not whatever the path names now
+        else:
+            os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a folder a genome wrote, whatever modes it left on its subfolders (links in it
+    are removed, never followed; a link given as ``path`` is left); what still cannot be
+    removed is left."""
+    try:
+        unlock(path)
+    except OSError:  # gone, or a link: nothing to walk (rmtree leaves a link, never follows it)
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    for root, dirs, _files in os.walk(path):
+        for name in dirs:
+            try:
+                unlock(Path(root) / name)
+            except OSError:
+                pass  # a link, or gone
+    shutil.rmtree(path, ignore_errors=True)

@@ -132,6 +132,12 @@ class Confinement:
                 args += ["--as-mb", str(self.limits.max_memory_mb)]
         return args
 
+    def command(self, python: str, argv: list[str], cpus: tuple[int, ...] = ()) -> list[str]:
+        """``argv`` (already wrapped by the sandbox) run through the launcher :mod:`evo.confine`
+        with ``python``: in these limits and cgroup, pinned to ``cpus`` when given."""
+        pinned = ["--cpus", ",".join(map(str, cpus))] if cpus else []
+        return [python, "-m", "evo.confine", *self.launcher_args(), *pinned, "--", *argv]
+
     def describe(self) -> str:
         """One line: what limits what, for the run's start message and the archive."""
         mb = self.limits.max_memory_mb

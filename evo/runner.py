@@ -170,8 +170,8 @@ def _go(proc: subprocess.Popen) -> None:
     try:
         proc.stdin.write(b"go\n")
         proc.stdin.close()
-    except (BrokenPipeError, OSError, ValueError):
-        pass  # it ended while held: its exit status and output say why
+    except (OSError, ValueError):  # a broken pipe: it ended while held
+        pass  # its exit status and output say why: its exit status and output say why
 
 
 def run_process(
@@ -221,13 +221,11 @@ def run_process(
             if held:
                 if not gate.wait(POLL_INTERVAL_S):
                     continue
-                if gate.cancelled:
-                    _kill_group(proc)
-                    break
-                held = False
-                _go(proc)
-                start = time.monotonic()
-            elif gate is not None and gate.cancelled:
+                if not gate.cancelled:
+                    held = False
+                    _go(proc)
+                    start = time.monotonic()
+            if gate is not None and gate.cancelled:
                 _kill_group(proc)
                 break
             elapsed = time.monotonic() - start
@@ -253,7 +251,7 @@ def run_process(
         if on_exit is not None:
             on_exit()
         sink.close()
-        if proc.stdin is not None and not proc.stdin.closed:
+        if proc.stdin is not None:
             proc.stdin.close()
     return ProcessResult(proc.returncode, wall_s, timed_out, sink.tail(), sink.total)
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import stat
 import threading
 from dataclasses import replace
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import evo
 from evo.evaluator import RESULT_PREFIX
+from evo.genome import unlock
 from evo.limits import Confinement
 from evo.metrics import last_error_line
 from evo.runner import Gate, ProcessResult, run_process
@@ -35,49 +35,6 @@ from evo.sandbox import SandboxSpec, allowed_environment
 EVALUATOR_MIN_LIMIT_S = 300.0  # the evaluator's wall-clock limit, from its release
 EXPORT_STARTED = "evo: exporting the model for trusted evaluation"  # printed by prepare.export_model
 INBOX = "model.d"  # in the evaluator's working folder: where the exported model is moved (no importable name)
-
-
-def unlock(path: Path) -> None:
-    """Give a folder the genome may have locked (``chmod 500``) back its owner's rwx: opened
-    without following a link (a link is left alone), so a swap cannot redirect the chmod.
-    A folder of the engine's uid, which is what a genome's files are under bubblewrap.
-
-    Raises:
-        OSError: not a folder, or it cannot be opened.
-    """
-    fd = os.open(path, getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY | os.O_NOFOLLOW)  # O_PATH: even mode 000
-    try:
-        mode = stat.S_IMODE(os.fstat(fd).st_mode) | stat.S_IRWXU
-        if hasattr(os, "O_PATH"):
-            os.chmod(f"/proc/self/fd/{fd}", mode)  # the inode opened, not whatever the path names now
-        else:
-            os.fchmod(fd, mode)
-    finally:
-        os.close(fd)
-
-
-def remove_tree(path: Path) -> None:
-    """Remove a folder a genome wrote, whatever modes it left on its subfolders (links are
-    removed, never followed); what still cannot be removed is left."""
-    try:
-        unlock(path)
-    except OSError:
-        pass
-    for root, dirs, _files in os.walk(path):
-        for name in dirs:
-            try:
-                unlock(Path(root) / name)
-            except OSError:
-                pass  # a link, or gone
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def confined_argv(setup, confinement: Confinement, argv: list[str], spec: SandboxSpec, placement) -> list[str]:
-    """``argv`` as a slot runs it: in ``confinement``'s cgroup and limits (:mod:`evo.confine`),
-    pinned to the slot's cores, in the run's sandbox with ``spec``."""
-    cpus = ["--cpus", ",".join(map(str, placement.cpus))] if placement.cpus else []
-    launcher = [setup.python, "-m", "evo.confine", *confinement.launcher_args(), *cpus, "--"]
-    return launcher + setup.sandbox.command(argv, spec)
 
 
 class WarmEvaluator:
@@ -102,10 +59,6 @@ class WarmEvaluator:
         self._result: ProcessResult | None = None
         self._error: BaseException | None = None
 
-    @property
-    def started(self) -> bool:
-        return self._thread is not None
-
     def start(self) -> None:
         """Start the process (once; later calls do nothing)."""
         if self._thread is not None:
@@ -128,7 +81,7 @@ class WarmEvaluator:
         try:
             with Confinement(replace(setup.limits, max_file_size_mb=64)) as confinement:
                 command = [setup.python, "-m", "evo.evaluator", "--wait", str(self.harness_dir / INBOX)]
-                argv = confined_argv(setup, confinement, command, spec, placement)
+                argv = confinement.command(setup.python, setup.sandbox.command(command, spec), placement.cpus)
                 self._result = run_process(argv, self.log, self.harness_dir, env, EVALUATOR_MIN_LIMIT_S,
                                            on_exit=confinement.kill_all, gate=self.gate)
         except BaseException as exc:  # noqa: BLE001  (re-raised in the engine's thread by score())

@@ -154,7 +154,7 @@ def test_a_model_folder_swapped_for_a_link_is_not_scored(setup):
 def _locked_folders(base: Path) -> list[str]:
     """Run as a user that permissions bind: a genome's chmod 500 on its own folders, then
     the engine's move of the model and removal of the folders."""
-    from evo.warm_evaluator import remove_tree, unlock
+    from evo.genome import remove_tree, unlock
 
     said = []
     ws, harness = base / "ws", base / "harness"
