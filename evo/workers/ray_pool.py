@@ -97,12 +97,16 @@ _prepared: set[tuple[str, str, str]] = set()  # in a Ray worker: (sha256, profil
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (a killed worker its parent has not reaped yet)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
+    with contextlib.suppress(OSError, IndexError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
     return True
 
 
@@ -117,6 +121,14 @@ def _remove_dead_work_folders() -> Path:
         if pid.isdigit() and not _pid_alive(int(pid)):
             shutil.rmtree(old, ignore_errors=True)
     return base
+
+
+def _work_folder_pids() -> set[int]:
+    """The worker pids named by this node's evaluation folders."""
+    base = Path(tempfile.gettempdir()) / "evo-ray"
+    with contextlib.suppress(OSError):
+        return {int(p) for p in (old.name.split("-", 1)[0] for old in base.iterdir()) if p.isdigit()}
+    return set()
 
 
 def _work_folder() -> Path:
@@ -448,8 +460,14 @@ class RayPool:
                 with contextlib.suppress(Exception):
                     ray.cancel(ref, force=True)
             if refs:
+                deadline = time.monotonic() + FORCED_EXIT_WAIT_S
+                owners = _work_folder_pids()
                 with contextlib.suppress(Exception):
                     ray.wait(refs, num_returns=len(refs), timeout=FORCED_EXIT_WAIT_S)
+                # A cancelled ref can resolve before its worker is gone: wait (within the same
+                # deadline) until the folders' owners are dead, then remove their folders.
+                while any(_pid_alive(pid) for pid in owners) and time.monotonic() < deadline:
+                    time.sleep(0.05)
                 with contextlib.suppress(OSError):
                     _remove_dead_work_folders()
         if self._started_ray and ray.is_initialized():
