@@ -123,7 +123,8 @@ def import_seconds() -> float:
 def phases(archive_path: Path, out_dir: Path) -> dict:
     """The lineage's own phases, timed in this process (run as ``--phases``)."""
     from evo.archive import Archive
-    from evo.lineage import dot_lines, load_lineage, tree_lines, write_tree
+    from evo.lineage import load_lineage
+    from evo.lineage_render import dot_lines, tree_lines, write_tree
     from evo.viewer import write_lineage_html
 
     result = {}

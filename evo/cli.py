@@ -28,7 +28,7 @@ try:
     from evo import cli_common
     from evo.cli_common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, console, err_console, is_user_error
     from evo.config import DATASETS, DEFAULT_LLM_MODEL, PROFILES, SELECTIONS, Paths
-    from evo.lineage import FORMATS
+    from evo.lineage_render import FORMATS
 except KeyboardInterrupt:  # Ctrl-C while Python loads evo: one line, no traceback
     sys.stderr.write("interrupted\n")
     raise SystemExit(130) from None
@@ -82,7 +82,8 @@ def _run_record(archive: Any, name: str | None) -> Any:
 def cmd_lineage(args: argparse.Namespace) -> int:
     import os
 
-    from evo.lineage import color_system, format_for, load_lineage, tree_lines, write_graph, write_tree
+    from evo.lineage import load_lineage
+    from evo.lineage_render import color_system, format_for, tree_lines, write_graph, write_tree
     from evo.viewer import write_lineage_html
 
     output = Path(args.output) if args.output else None

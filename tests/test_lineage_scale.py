@@ -23,7 +23,8 @@ from evo import viewer
 from evo.archive import Archive
 from evo.cli import main
 from evo.config import RunConfig
-from evo.lineage import INDENT_CAP, load_nodes
+from evo.lineage import load_nodes
+from evo.lineage_render import INDENT_CAP
 from evo.results import genome_results
 from evo.show import source_diff
 
