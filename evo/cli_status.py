@@ -10,7 +10,7 @@ is whole (numbers are never cut), the least important columns are dropped first 
 terminal is narrow (wall s, gen, ± std, operator, vs seed, n), and the description takes
 the rest of the line, cut with an ellipsis on one line. ``--wide`` shows every column
 and whole descriptions, however long the lines get. ``--json`` prints one JSON object
-(:func:`status_json`).
+(:func:`evo.cli_status_json.status_json`).
 """
 
 from __future__ import annotations
@@ -148,12 +148,12 @@ def _time_split_line(split: TimeSplit) -> str | None:
 
 # ---------------------------------------------------------------------------- JSON
 
-def _posterior(view: StatusView, node: Node) -> float | None:
+def posterior_of(view: StatusView, node: Node) -> float | None:
     belief = view.verdict.beliefs.get(node.genome_id) if view.verdict is not None else None
     return None if belief is None or view.verdict.probability is None else belief.mean
 
 
-def _credit(view: StatusView) -> dict[str, OperatorCredit]:
+def credit_now(view: StatusView) -> dict[str, OperatorCredit]:
     """The operators' credit as the engine sees it now (evo.credit, the scheduler's window)."""
     if view.verdict is None:
         return {}
@@ -162,27 +162,21 @@ def _credit(view: StatusView) -> dict[str, OperatorCredit]:
     return operator_credit(view.nodes, view.verdict.beliefs, configured, sigma)
 
 
-def _shares(credit: dict[str, OperatorCredit]) -> dict[str, float]:
+def shares_of(credit: dict[str, OperatorCredit]) -> dict[str, float]:
     """name -> the operator's share of the next children (its weight over the operators' total)."""
     total = sum(c.weight for c in credit.values()) or 1.0
     return {name: c.weight / total for name, c in credit.items()}
 
 
-def _operators_json(credit: dict[str, OperatorCredit]) -> dict[str, dict[str, Any]]:
-    shares = _shares(credit)
-    return {name: {"children": c.children, "improved": c.improved, "weight": round(c.weight, 4),
-                   "share": round(shares[name], 4)} for name, c in credit.items()}
-
-
-def _p_best(view: StatusView) -> float | None:
+def best_probability(view: StatusView) -> float | None:
     return None if view.verdict is None else view.verdict.probability
 
 
-def _num(value: float | None) -> float | None:
+def finite_or_none(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
-def _running(view: StatusView) -> list[tuple[Node, EvaluationRecord, float, float]]:
+def running_evaluations(view: StatusView) -> list[tuple[Node, EvaluationRecord, float, float]]:
     """(genome, evaluation, seconds running, seconds of training budget left) per running evaluation."""
     out = []
     for node in view.nodes:
@@ -194,7 +188,7 @@ def _running(view: StatusView) -> list[tuple[Node, EvaluationRecord, float, floa
     return out
 
 
-def _llm_summary(calls: Sequence[LLMCallRecord]) -> dict[str, Any] | None:
+def llm_summary(calls: Sequence[LLMCallRecord]) -> dict[str, Any] | None:
     if not calls:
         return None
     failed = Counter(c.outcome for c in calls if c.outcome != "ok")
@@ -205,7 +199,7 @@ def _llm_summary(calls: Sequence[LLMCallRecord]) -> dict[str, Any] | None:
     }
 
 
-def _screening(view: StatusView) -> dict[str, Any] | None:
+def screening_summary(view: StatusView) -> dict[str, Any] | None:
     """``{fraction, eta, screened, promoted}`` of a run with screening on (COMPLETE screens;
     promoted: those evaluated in full since), ``None`` with it off."""
     config = view.config
@@ -214,83 +208,6 @@ def _screening(view: StatusView) -> dict[str, Any] | None:
     screened = [n for n in view.nodes if n.screen_bpb is not None]
     return {"fraction": config.screen_fraction, "eta": config.screen_eta, "screened": len(screened),
             "promoted": sum(1 for n in screened if n.state != "SCREENED")}
-
-
-def status_json(view: StatusView) -> dict[str, Any]:
-    """``evo status --json``: the run, its noise floor, declared best, every genome, the running slots.
-
-    Keys: ``run`` (name, created_at, profile, dataset, time_budget_s, fitness,
-    population, generations, state: running / stopped / finished / failed-seed,
-    engine_pid: ``None`` when no engine runs it), ``states`` (genome state -> count),
-    ``noise_floor`` (pooled sigma, the seed's n, df, genomes pooled, sigma_90: its 90%
-    interval; ``None`` before any replicate), ``declared_best`` (genome_id, val_bpb,
-    val_bpb_std, n, posterior_mean, p_best: its probability of being the best of every
-    COMPLETE genome, :mod:`evo.racing`; both ``None`` without a noise floor; held_out:
-    {val_bpb, se, n} of its held-out evaluations, :mod:`evo.held_out`, ``None`` without), ``genomes`` in
-    creation order (id, rank among COMPLETE genomes, generation, parents, operator,
-    description, state, failure_kind, val_bpb {mean, std, n}, screen_val_bpb: the mean
-    COMPLETE screen reading, :mod:`evo.screening`), ``screening`` (fraction, eta, screened,
-    promoted; ``None`` when the run does not screen), ``running`` (slot,
-    genome_id, attempt, elapsed_s, budget_left_s), ``slots`` (per device: evaluations,
-    training_s as the genomes report it, wall_s from the first start to the last finish,
-    duty_cycle = training_s / wall_s, idle gaps between evaluations), ``operators`` (name -> children,
-    improved, weight: the credit the engine draws operators by, :mod:`evo.credit`, over
-    the latest births; share: the weight over the operators' total), ``llm`` (model, attempts, children,
-    failed by outcome, tokens, spend_usd; ``None`` without calls). Times are UTC ISO 8601;
-    non-finite numbers are ``null``.
-    """
-    record, config, best, seed, noise = view.record, view.config, view.best, view.seed, view.noise
-    rank = {n.genome_id: i for i, n in enumerate((n for n in ranked(view.nodes) if n.is_complete), start=1)}
-    return {
-        "run": {
-            "name": record.run, "created_at": record.created_at.isoformat(), "profile": record.profile,
-            "dataset": record.dataset, "time_budget_s": record.time_budget_s, "fitness": config.fitness,
-            "population": config.population, "generations": config.generations, "state": view.state,
-            "engine_pid": view.engine.pid if view.engine else None,
-        },
-        "states": dict(sorted(Counter(n.state for n in view.nodes).items())),
-        "screening": _screening(view),
-        "noise_floor": None if noise is None else {
-            "sigma": _num(noise.sigma), "n": seed.n if seed else 0, "df": noise.df, "genomes": noise.genomes,
-            "sigma_90": [_num(noise.low), _num(noise.high)],
-        },
-        "declared_best": None if best is None else {
-            "genome_id": best.genome_id, "val_bpb": _num(best.val_bpb), "val_bpb_std": _num(best.val_bpb_std),
-            "n": best.n, "posterior_mean": _num(_posterior(view, best)), "p_best": _num(_p_best(view)),
-            "held_out": None if (h := view.held_out_figure) is None else {
-                "val_bpb": _num(h.val_bpb), "se": _num(h.se), "n": h.n,
-            },
-        },
-        "genomes": [
-            {
-                "id": n.genome_id, "rank": rank.get(n.genome_id), "generation": n.generation,
-                "parents": list(n.parents), "operator": n.operator, "description": n.description,
-                "state": n.state, "failure_kind": n.failure_kind,
-                "val_bpb": {"mean": _num(n.val_bpb), "std": _num(n.val_bpb_std), "n": n.n},
-                "screen_val_bpb": _num(n.screen_bpb),
-            }
-            for n in view.nodes
-        ],
-        "running": [
-            {"slot": last.device, "genome_id": n.genome_id, "attempt": last.attempt,
-             "elapsed_s": round(elapsed, 1), "budget_left_s": round(left, 1)}
-            for n, last, elapsed, left in _running(view)
-        ],
-        "llm": _llm_summary(view.llm_calls),
-        "slots": [
-            {"device": d, "evaluations": n, "training_s": round(t, 1), "wall_s": round(w, 1),
-             "duty_cycle": round(t / w, 4) if w > 0 else None, "idle_gap_median_s": g, "idle_gap_max_s": x}
-            for d, n, t, w, g, x in view.duty or []
-        ],
-        "operators": _operators_json(_credit(view)),
-        "time_per_evaluation": _time_split_json(view.time_split),
-    }
-
-
-def _time_split_json(split: TimeSplit) -> dict[str, Any]:
-    return {"evaluations": split.evaluations, "wall_s": _num(split.wall_s), "training_s": _num(split.training_s),
-            "startup_s": _num(split.startup_s), "eval_s": _num(split.eval_s),
-            "trusted_eval_s": _num(split.trusted_eval_s)}
 
 
 # ---------------------------------------------------------------------------- text
@@ -315,7 +232,7 @@ def header_lines(view: StatusView) -> list[str]:
     counts = Counter(n.state for n in nodes)
     lines.append(f"{len(nodes)} genomes in {generations} generation(s) · states: "
                  + (", ".join(f"{state} {k}" for state, k in sorted(counts.items())) or "none yet"))
-    screening = _screening(view)
+    screening = screening_summary(view)
     if screening is not None:
         lines.append(
             f"screening (evo.screening): a child trains {config.screen_fraction:.0%} of the budget first, and the best "
@@ -333,13 +250,13 @@ def header_lines(view: StatusView) -> list[str]:
     if noise is not None:
         lines.append(f"noise floor sigma {noise.sigma:.6f} (90% {noise.low:.6f}-{noise.high:.6f}, pooled over "
                      f"{noise.genomes} genome(s) with replicates)")
-    credit = _credit(view)
+    credit = credit_now(view)
     if credit and any(c.children for c in credit.values()):
-        shares = _shares(credit)
+        shares = shares_of(credit)
         lines.append(f"operators (improved / children with a belief, over the latest {OPERATOR_WINDOW} births; "
                      "share of the next children): " + ", ".join(
                          f"{name} {c.improved}/{c.children} {100 * shares[name]:.0f}%" for name, c in credit.items()))
-    llm = _llm_summary(view.llm_calls)
+    llm = llm_summary(view.llm_calls)
     if llm:
         failed = llm["failed"]
         failures = f"{sum(failed.values())} failed" + (
@@ -351,7 +268,7 @@ def header_lines(view: StatusView) -> list[str]:
     if view.best is not None:
         b = view.best
         line = f"declared best: {b.genome_id} val_bpb {b.val_bpb:.6f} ± {b.val_bpb_std:.6f} (n={b.n})"
-        posterior, p_best = _posterior(view, b), _p_best(view)
+        posterior, p_best = posterior_of(view, b), best_probability(view)
         if posterior is not None and p_best is not None:
             line += f" · posterior {posterior:.6f} · P(best of all evaluated) {p_best:.2f}"
         lines.append(line)
@@ -368,7 +285,7 @@ def running_lines(view: StatusView) -> list[str]:
         f"  {last.device or '?'}: {n.genome_id} (attempt {last.attempt}) "
         f"{f'screening at {last.fidelity:.0%} of the budget, ' if last.is_screen else ''}running {elapsed:.0f} s, "
         f"~{left:.0f} s of training budget left · {' '.join(n.description.split())}"
-        for n, last, elapsed, left in _running(view)
+        for n, last, elapsed, left in running_evaluations(view)
     ]
     for e in view.held_out:
         if e.state is EvalState.RUNNING:

@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from evo.cli_status import load_status, render_status, status_json
+    from evo.cli_status import load_status, render_status
+    from evo.cli_status_json import status_json
     from evo.run_index import run_state
 
     if args.top < 0:

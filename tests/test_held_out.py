@@ -11,7 +11,8 @@ from conftest import add_harness
 from test_engine import Recorder
 
 from evo.archive import Archive
-from evo.cli_status import header_lines, load_status, status_json
+from evo.cli_status import header_lines, load_status
+from evo.cli_status_json import status_json
 from evo.config import Paths, RunConfig
 from evo.engine import EVAL_SEED, Engine
 from evo.held_out import HELD_OUT_SEED, held_out
