@@ -9,11 +9,20 @@ settings; the numbers of record come from ``search_suite.py``, which runs the re
 
 Usage:
     python benchmarks/search_sim.py [--landscapes sphere:0,...] [--repeats 10] [--evaluations 64,160]
+        [--set config.FIELD=VALUE | --set evo.MODULE.ATTR=VALUE ...] [--json FILE]
+
+``--set`` tries a setting without editing evo: ``config.tournament_size=5`` overrides a
+:class:`evo.config.RunConfig` field, ``evo.racing.REPLICATE_SHARE=0.1`` a module constant
+(values are Python literals). The same repeats run with the same seeds, so two invocations
+that differ only in ``--set`` compare paired. ``--json`` writes every repeat's curve.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import importlib
+import json
 import statistics
 import sys
 import time
@@ -99,6 +108,41 @@ def by_evaluation(spent: list[tuple[float, float]], evaluations: int) -> list[fl
     return curve
 
 
+def apply_settings(settings: list[str]) -> dict:
+    """Apply ``--set`` values: module constants are set now; returns the RunConfig overrides.
+
+    Raises:
+        ValueError: a setting is not ``NAME=VALUE``, names no RunConfig field or module
+            attribute, or its value is not a Python literal.
+    """
+    overrides = {}
+    fields = set(RunConfig.__dataclass_fields__)
+    for setting in settings:
+        name, sep, text = setting.partition("=")
+        if not sep:
+            raise ValueError(f"--set takes NAME=VALUE, got {setting!r}")
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError) as exc:
+            raise ValueError(f"--set {name}: {text!r} is not a Python literal") from exc
+        if name.startswith("config."):
+            if name[7:] not in fields:
+                raise ValueError(f"--set {name}: RunConfig has no field {name[7:]!r}")
+            overrides[name[7:]] = value
+            continue
+        module_name, _, attr = name.rpartition(".")
+        module = None
+        if module_name == "evo" or module_name.startswith("evo."):
+            try:
+                module = importlib.import_module(module_name)
+            except ImportError:
+                module = None
+        if module is None or not hasattr(module, attr):
+            raise ValueError(f"--set {name}: not a config.FIELD nor an attribute of an evo module")
+        setattr(module, attr, value)
+    return overrides
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--landscapes", default="sphere:0,coupled:0,cliff:0,integer:0,wide:0,ridge:0")
@@ -106,18 +150,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--evaluations", default="64,160")
     p.add_argument("--screen", type=float, default=0.0, help="screen fraction (evo.screening; 0: off)")
     p.add_argument("--eta", type=int, default=3)
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="config.FIELD=VALUE or evo.MODULE.ATTR=VALUE (repeatable; module docstring)")
+    p.add_argument("--json", metavar="FILE", help="write {landscape: [curve per repeat]} here")
     args = p.parse_args(argv)
-    overrides = {"screen_fraction": args.screen, "screen_eta": args.eta}
+    try:
+        overrides = {"screen_fraction": args.screen, "screen_eta": args.eta, **apply_settings(args.set)}
+    except ValueError as exc:
+        p.error(str(exc))
+    curves_of: dict[str, list[list[float]]] = {}
     checkpoints = [int(x) for x in args.evaluations.split(",")]
     for name in args.landscapes.split(","):
         land = L.parse_name(name)
         started = time.monotonic()
-        curves = [simulate(land, r, max(checkpoints), **overrides) for r in range(args.repeats)]
+        curves = curves_of[name] = [simulate(land, r, max(checkpoints), **overrides) for r in range(args.repeats)]
         cells = []
         for n in checkpoints:
             xs = [c[min(n, len(c)) - 1] for c in curves]
             cells.append(f"@{n} {statistics.fmean(xs):.4f} ± {statistics.stdev(xs) / len(xs) ** 0.5:.4f}")
         print(f"{name:12s} {'  '.join(cells)}   ({time.monotonic() - started:.0f} s)", flush=True)
+        if args.json:
+            Path(args.json).write_text(json.dumps(curves_of))
     return 0
 
 

@@ -1,0 +1,41 @@
+"""benchmarks/search_sim.py: settings tried with --set, and repeats that compare paired."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import landscapes as L  # noqa: E402
+import search_sim  # noqa: E402
+
+from evo import racing  # noqa: E402
+
+
+def test_set_overrides_a_config_field_and_a_module_constant(monkeypatch):
+    monkeypatch.setattr(racing, "REPLICATE_SHARE", racing.REPLICATE_SHARE)  # restored after the test
+    overrides = search_sim.apply_settings(
+        ["config.tournament_size=5", "config.operators={'optuna': 1.0}", "evo.racing.REPLICATE_SHARE=0.1"]
+    )
+    assert overrides == {"tournament_size": 5, "operators": {"optuna": 1.0}}
+    assert racing.REPLICATE_SHARE == 0.1
+
+
+@pytest.mark.parametrize("setting", ["tournament_size", "config.nope=1", "evo.racing.NOPE=1", "os.sep='x'",
+                                     "evo.nowhere.X=1", "config.population=eight"])
+def test_set_refuses_what_it_cannot_apply(setting):
+    with pytest.raises(ValueError):
+        search_sim.apply_settings([setting])
+
+
+def test_a_repeat_is_the_same_run_each_time():
+    land = L.parse_name("sphere:0")
+    first = search_sim.simulate(land, 3, 12)
+    assert len(first) == 12
+    _, optimum = L.optimum(land)
+    assert all(optimum <= x <= 1.0 for x in first), first
+    assert search_sim.simulate(land, 3, 12) == first
