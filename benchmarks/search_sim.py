@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import importlib
 import json
 import statistics
@@ -133,10 +134,8 @@ def apply_settings(settings: list[str]) -> dict:
         module_name, _, attr = name.rpartition(".")
         module = None
         if module_name == "evo" or module_name.startswith("evo."):
-            try:
+            with contextlib.suppress(ImportError):
                 module = importlib.import_module(module_name)
-            except ImportError:
-                module = None
         if module is None or not hasattr(module, attr):
             raise ValueError(f"--set {name}: not a config.FIELD nor an attribute of an evo module")
         setattr(module, attr, value)
@@ -169,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             xs = [c[min(n, len(c)) - 1] for c in curves]
             cells.append(f"@{n} {statistics.fmean(xs):.4f} ± {statistics.stdev(xs) / len(xs) ** 0.5:.4f}")
         print(f"{name:12s} {'  '.join(cells)}   ({time.monotonic() - started:.0f} s)", flush=True)
-        if args.json:
+        if args.json:  # after each landscape, so a stopped run keeps what it finished
             Path(args.json).write_text(json.dumps(curves_of))
     return 0
 

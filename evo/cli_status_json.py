@@ -27,7 +27,6 @@ def _operators_json(credit: dict[str, OperatorCredit]) -> dict[str, dict[str, An
                    "share": round(shares[name], 4)} for name, c in credit.items()}
 
 
-
 def status_json(view: StatusView) -> dict[str, Any]:
     """``evo status --json``: the run, its noise floor, declared best, every genome, the running slots.
 

@@ -110,25 +110,32 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _work_folders_base() -> Path:
+    """This node's parent folder of evaluation folders (``<tmp>/evo-ray``), created if missing."""
+    base = Path(tempfile.gettempdir()) / "evo-ray"
+    base.mkdir(parents=True, exist_ok=True)
+    return base
+
+
+def _work_folders_by_owner(base: Path) -> list[tuple[int, Path]]:
+    """``(worker pid, folder)`` of each evaluation folder in ``base`` (named ``<pid>-<id>``)."""
+    owned = []
+    for folder in base.iterdir():
+        pid = folder.name.split("-", 1)[0]
+        if pid.isdigit():
+            owned.append((int(pid), folder))
+    return owned
+
+
 def _remove_dead_work_folders() -> Path:
     """Remove this node's evaluation folders whose worker process is gone; returns their parent.
 
     A task whose worker was killed (a forced cancel, a crash) never ran its own clean-up."""
-    base = Path(tempfile.gettempdir()) / "evo-ray"
-    base.mkdir(parents=True, exist_ok=True)
-    for old in base.iterdir():
-        pid = old.name.split("-", 1)[0]
-        if pid.isdigit() and not _pid_alive(int(pid)):
-            shutil.rmtree(old, ignore_errors=True)
+    base = _work_folders_base()
+    for pid, folder in _work_folders_by_owner(base):
+        if not _pid_alive(pid):
+            shutil.rmtree(folder, ignore_errors=True)
     return base
-
-
-def _work_folder_pids() -> set[int]:
-    """The worker pids named by this node's evaluation folders."""
-    base = Path(tempfile.gettempdir()) / "evo-ray"
-    with contextlib.suppress(OSError):
-        return {int(p) for p in (old.name.split("-", 1)[0] for old in base.iterdir()) if p.isdigit()}
-    return set()
 
 
 def _work_folder() -> Path:
@@ -461,7 +468,9 @@ class RayPool:
                     ray.cancel(ref, force=True)
             if refs:
                 deadline = time.monotonic() + FORCED_EXIT_WAIT_S
-                owners = _work_folder_pids()
+                owners: set[int] = set()
+                with contextlib.suppress(OSError):
+                    owners = {pid for pid, _ in _work_folders_by_owner(_work_folders_base())}
                 with contextlib.suppress(Exception):
                     ray.wait(refs, num_returns=len(refs), timeout=FORCED_EXIT_WAIT_S)
                 # A cancelled ref can resolve before its worker is gone: wait (within the same
