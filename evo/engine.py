@@ -152,8 +152,8 @@ class Engine:
                     self._finish(state, finished)
                     ask = True
                 ask = ask or any(scheduler.proposals.ready(k) for k in scheduler.proposals.keys())
-        except BaseException:
-            self._interrupt(pool)
+        except BaseException as exc:
+            self._interrupt(pool, recover_kept=isinstance(exc, KeyboardInterrupt))
             raise
         finally:
             pool.close()
@@ -297,16 +297,23 @@ class Engine:
         self.pending.remove(job.eval_id)
         return record
 
-    def _interrupt(self, pool: WorkerPool) -> None:
+    def _interrupt(self, pool: WorkerPool, recover_kept: bool = False) -> None:
         """Stop the slots and record what they were running as INTERRUPTED (re-run on resume),
-        and any other evaluation of the run still RUNNING in the archive, except those whose
-        outcome is kept for it (:mod:`evo.pending`)."""
+        with ``recover_kept`` (a Ctrl-C, which may have cut a commit short) record the outcomes
+        kept beside the archive (:mod:`evo.pending`), and finish any other evaluation of the
+        run still RUNNING as INTERRUPTED. A failed commit's outcome stays kept, RUNNING, for
+        ``evo resume``."""
         running = pool.running()
         pool.close()
         for r in running:
             self._record_interrupted(r.job.eval_id, r.job.log_path)
+        if recover_kept:
+            try:
+                self.pending.recover(self.archive, self.config.run)
+            except Exception:  # noqa: BLE001 -- it stays kept, RUNNING: the next resume records it
+                pass
         try:  # then what a Ctrl-C cut short between its record and its slot (the run's lock is held);
-            # an outcome kept for the archive stays RUNNING: the next resume records it
+            # an outcome still kept stays RUNNING: the next resume records it
             self.archive.interrupt_running(self.config.run, "the engine stopped before this evaluation finished",
                                            keep=self.pending.kept())
         except Exception:  # noqa: BLE001 -- the next resume does the same
@@ -336,8 +343,8 @@ class Engine:
             while not finished:
                 finished = pool.wait(POLL_S)
             self._finish(state, finished[0])
-        except BaseException:
-            self._interrupt(pool)
+        except BaseException as exc:
+            self._interrupt(pool, recover_kept=isinstance(exc, KeyboardInterrupt))
             raise
         finally:
             pool.close()

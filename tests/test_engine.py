@@ -201,3 +201,25 @@ def test_ctrl_c_between_recording_an_evaluation_and_handing_it_to_a_slot_leaves_
     evals = archive.evaluations("r")
     assert len(evals) == 3 and not [e for e in evals if e.state is EvalState.RUNNING]
     assert evals[-1].state is EvalState.INTERRUPTED
+
+
+def test_ctrl_c_while_an_outcome_is_committed_records_it_before_the_run_stops(tmp_path, fake_genome, monkeypatch):
+    """A Ctrl-C (or SIGTERM) inside the archive write of a finished evaluation: its outcome,
+    kept beside the archive, is recorded as the run stops; nothing is left RUNNING or kept."""
+    engine, archive = _engine(tmp_path, Recorder(), generations=1)
+    real_finish = Archive.finish_evaluation
+    calls = {"n": 0}
+
+    def cut_short(self, eval_id, outcome, device=None):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the seed's second evaluation, its outcome already kept
+            raise KeyboardInterrupt
+        return real_finish(self, eval_id, outcome, device)
+
+    monkeypatch.setattr(Archive, "finish_evaluation", cut_short)
+    with pytest.raises(KeyboardInterrupt):
+        engine.run(fake_genome)
+    evals = archive.evaluations("r")
+    assert not [e for e in evals if e.state is EvalState.RUNNING]
+    assert [e.state for e in evals[:2]] == [EvalState.COMPLETE, EvalState.COMPLETE] and evals[1].val_bpb is not None
+    assert not list((tmp_path / "archive").glob("*.pending/*.json"))
