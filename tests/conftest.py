@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import textwrap
 from pathlib import Path
 
 import pytest
+
+# evo's console is 200 columns wide when its output is not a terminal, unless $COLUMNS says
+# otherwise; pytest-xdist's workers set COLUMNS=80. Tests read evo's lines whole: the same
+# width wherever they run (tests of other widths pass theirs explicitly).
+for _name in ("COLUMNS", "LINES"):
+    os.environ.pop(_name, None)
 
 HARNESS = Path(__file__).resolve().parent.parent / "prepare.py"
 
