@@ -128,6 +128,20 @@ def test_operator_child_differs_in_named_constants_only(seed):
     assert result.code.count("\n") == BEFORE.count("\n")  # comments and layout kept
 
 
+@pytest.mark.parametrize("two_changes_p", [0.0, 1.0])
+def test_the_share_of_two_constant_edits_follows_the_module_setting(monkeypatch, two_changes_p):
+    """``TWO_CHANGES_P`` is read when the operator is built (search_sim's ``--set`` changes it)."""
+    from evo.operators import hyperparam
+
+    monkeypatch.setattr(hyperparam, "TWO_CHANGES_P", two_changes_p)
+    counts = set()
+    for seed in range(10):
+        result = HyperparamMutation().propose([Parent("g0000", BEFORE, 1.0)], random.Random(seed), Context())
+        before, after = read_constants(BEFORE), read_constants(result.code)
+        counts.add(sum(before[n].value != after[n].value for n in before))
+    assert counts == {1 + int(two_changes_p)}
+
+
 def test_operator_skips_a_genome_without_hyperparameters():
     result = HyperparamMutation().propose([Parent("g0000", "print('hi')\n", None)], random.Random(0), Context())
     assert result.status is Status.SKIP

@@ -143,6 +143,23 @@ def test_optuna_child_values_are_valid(fake_genome, seed, sampler):
     assert 0.01 <= after["LR"].value <= 0.16
 
 
+@pytest.mark.parametrize("objective", ["posterior", "mean"])
+def test_the_optuna_trials_value_posterior_means_or_mean_readings(fake_genome, monkeypatch, objective):
+    """A trial's value is its genome's posterior mean where the run has beliefs, or its mean
+    reading with ``OBJECTIVE = "mean"`` (search_sim's ``--set`` switch)."""
+    from evo.operators import optuna_sampler
+
+    monkeypatch.setattr(optuna_sampler, "OBJECTIVE", objective)
+    seen = []
+    real_build = optuna_sampler.build_study
+    monkeypatch.setattr(optuna_sampler, "build_study",
+                        lambda space, history, sampler: seen.extend(v for _, v in history) or real_build(space, history, sampler))
+    child = set_constants(fake_genome, {"LR": 0.02})
+    context = Context(complete=((fake_genome, 1.8), (child, 1.7)), believed=((fake_genome, 1.8), (child, 1.75)))
+    OptunaProposal("tpe").propose([Parent("g0", fake_genome, 1.8)], random.Random(0), context)
+    assert seen == ([1.8, 1.75] if objective == "posterior" else [1.8, 1.7])
+
+
 def test_resume_keeps_the_optuna_history(tmp_path, fake_genome):
     config = RunConfig(run="o", profile="cpu", population=3, generations=2, operators={"optuna": 1.0},
                        noise_replicates=1, best_replicates=1)

@@ -123,8 +123,8 @@ class HyperparamMutation:
     name = "hyperparam"
     n_parents = 1
 
-    def __init__(self, two_changes_p: float = TWO_CHANGES_P) -> None:
-        self.two_changes_p = two_changes_p
+    def __init__(self, two_changes_p: float | None = None) -> None:
+        self.two_changes_p = TWO_CHANGES_P if two_changes_p is None else two_changes_p
 
     def propose(self, parents: Sequence[Parent], rng: random.Random, context: Context) -> OperatorResult:
         (parent,) = parents

@@ -5,9 +5,9 @@ log-scale range around their value, ints an integer range (powers of two move on
 exponent), ratios stay in [0, 1], betas in (0, 1), strings and booleans are categorical.
 Every genome of the operators' context (the run's best and latest COMPLETE genomes) with
 the same constant names becomes a finished trial, its posterior mean the objective
-(:mod:`evo.posterior`; its mean val_bpb without a noise floor), and so does every recent
-failed genome, with the worst value that completed (a failure imputed as the worst
-outcome, so the model learns where the cliffs are). The study is rebuilt from the archive
+(:mod:`evo.posterior`; its mean val_bpb without a noise floor, or with
+``OBJECTIVE = "mean"``), and so does every recent failed genome, with the worst value that
+completed (a failure imputed as the worst outcome, so the model learns where the cliffs are). The study is rebuilt from the archive
 on every proposal, so a resumed run keeps its knowledge. The sampler then asks for one
 new point.
 
@@ -45,6 +45,7 @@ SUBSPACE_SIZE = 3  # constants one TPE or CMA-ES proposal searches; the others k
 FULL_SPACE = ("gp", "tpe")  # samplers that search every constant at once
 TRUST_FACTOR = 2.0  # the GP searches the parent's value / 2 to x 2 (a trust region, as TuRBO, Eriksson et al. 2019)
 GP_STARTUP = 8  # genomes the GP sampler needs before it models (random proposals until then)
+OBJECTIVE = "posterior"  # a trial's value: its genome's posterior mean ("posterior") or its mean reading ("mean")
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -225,7 +226,8 @@ class OptunaProposal:
         if not search_space(constants):
             return OperatorResult.skip("the genome has no hyperparameter optuna can search")
         names = set(constants)
-        history = context.believed or context.complete  # posterior means where known: less noise for the model
+        # posterior means where known (less noise for the model), else mean readings
+        history = (context.believed if OBJECTIVE == "posterior" else ()) or context.complete
         shared = [(code, bpb, c) for code, bpb in history if (c := cached_constants(code)) and set(c) == names]
         if shared:  # a failed genome is a trial as bad as the worst that completed (imputation of failures)
             worst = max(bpb for _, bpb, _ in shared)
