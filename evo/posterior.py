@@ -164,9 +164,9 @@ def beliefs(results: Sequence[Any], sigma: float | None, scale: EditScale | None
     return out
 
 
-def top(beliefs_: Mapping[str, Belief], k: int = PROB_TOP) -> list[str]:
-    """The ``k`` genome ids of lowest posterior mean, best first."""
-    return sorted(beliefs_, key=lambda i: (beliefs_[i].mean, beliefs_[i].sd))[:k]
+def top(beliefs_: Mapping[str, Belief], k: int | None = None) -> list[str]:
+    """The ``k`` (default ``PROB_TOP``) genome ids of lowest posterior mean, best first."""
+    return sorted(beliefs_, key=lambda i: (beliefs_[i].mean, beliefs_[i].sd))[: PROB_TOP if k is None else k]
 
 
 def prob_best(candidates: Mapping[str, Belief]) -> dict[str, float]:

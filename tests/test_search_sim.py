@@ -39,3 +39,13 @@ def test_a_repeat_is_the_same_run_each_time():
     _, optimum = L.optimum(land)
     assert all(optimum <= x <= 1.0 for x in first), first
     assert search_sim.simulate(land, 3, 12) == first
+
+
+def test_first_repeat_runs_the_later_repeats_themselves(tmp_path):
+    """``--first-repeat 2 --repeats 1`` is repeat 2 of a longer invocation (fresh seeds for a check)."""
+    out = tmp_path / "curves.json"
+    assert search_sim.main(["--landscapes", "sphere:0", "--first-repeat", "2", "--repeats", "1",
+                            "--evaluations", "12", "--json", str(out)]) == 0
+    import json
+
+    assert json.loads(out.read_text()) == {"sphere:0": [search_sim.simulate(L.parse_name("sphere:0"), 2, 12)]}

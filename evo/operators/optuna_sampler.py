@@ -61,14 +61,14 @@ def search_space(
     constants: Mapping[str, Constant],
     observed: Sequence[Mapping[str, Constant]] = (),
     frozen: frozenset[str] = FROZEN_CONSTANTS,
-    factor: float = RANGE_FACTOR,
+    factor: float | None = None,
 ) -> dict[str, BaseDistribution]:
     """Optuna distributions for the genome's mutable constants (not fixed, not ``frozen``).
 
     Parameter names are the constant names; a power of two is searched on its exponent
     (``NAME:log2``), a tuple element by index (``NAME[0]``). Each range spans the
-    parent's value / ``factor`` to x ``factor`` (4; powers of two: that many doublings) and
-    is widened to hold every ``observed`` genome's value,
+    parent's value / ``factor`` to x ``factor`` (default ``RANGE_FACTOR``, 4; powers of
+    two: that many doublings) and is widened to hold every ``observed`` genome's value,
     so no evaluated genome falls outside the study. Constants with no sensible range
     (zero-valued floats that are not ratios, negative numbers, free strings) are left
     out and keep the parent's value.
@@ -76,6 +76,8 @@ def search_space(
     Returns:
         param name -> distribution.
     """
+    factor = RANGE_FACTOR if factor is None else factor
+
     def seen(name: str) -> list:
         return [o[name].value for o in observed if name in o and type(o[name].value) is type(constants[name].value)]
 
@@ -111,7 +113,7 @@ def search_space(
     return space
 
 
-def _fraction_distribution(x: float, observed: Sequence[float], factor: float = RANGE_FACTOR) -> FloatDistribution:
+def _fraction_distribution(x: float, observed: Sequence[float], factor: float) -> FloatDistribution:
     """A coefficient in (0, 1) such as a beta: 1 - x may shrink or grow by ``factor``."""
     lo, hi = 1.0 - (1.0 - x) * factor, 1.0 - (1.0 - x) / factor
     return FloatDistribution(min([max(0.0, lo), *observed]), max([min(0.9999, hi), *observed]))
