@@ -163,10 +163,11 @@ def main(argv: list[str] | None = None) -> int:
         p.error(str(exc))
     curves_of: dict[str, list[list[float]]] = {}
     checkpoints = [int(x) for x in args.evaluations.split(",")]
+    repeats = range(args.first_repeat, args.first_repeat + args.repeats)
     for name in args.landscapes.split(","):
         land = L.parse_name(name)
         started = time.monotonic()
-        curves = curves_of[name] = [simulate(land, r, max(checkpoints), **overrides) for r in range(args.first_repeat, args.first_repeat + args.repeats)]
+        curves = curves_of[name] = [simulate(land, r, max(checkpoints), **overrides) for r in repeats]
         cells = []
         for n in checkpoints:
             xs = [c[min(n, len(c)) - 1] for c in curves]

@@ -152,8 +152,12 @@ def test_the_optuna_trials_value_posterior_means_or_mean_readings(fake_genome, m
     monkeypatch.setattr(optuna_sampler, "OBJECTIVE", objective)
     seen = []
     real_build = optuna_sampler.build_study
-    monkeypatch.setattr(optuna_sampler, "build_study",
-                        lambda space, history, sampler: seen.extend(v for _, v in history) or real_build(space, history, sampler))
+
+    def recording_build(space, history, sampler):
+        seen.extend(value for _, value in history)
+        return real_build(space, history, sampler)
+
+    monkeypatch.setattr(optuna_sampler, "build_study", recording_build)
     child = set_constants(fake_genome, {"LR": 0.02})
     context = Context(complete=((fake_genome, 1.8), (child, 1.7)), believed=((fake_genome, 1.8), (child, 1.75)))
     OptunaProposal("tpe").propose([Parent("g0", fake_genome, 1.8)], random.Random(0), context)

@@ -7,9 +7,9 @@ Every genome of the operators' context (the run's best and latest COMPLETE genom
 the same constant names becomes a finished trial, its posterior mean the objective
 (:mod:`evo.posterior`; its mean val_bpb without a noise floor, or with
 ``OBJECTIVE = "mean"``), and so does every recent failed genome, with the worst value that
-completed (a failure imputed as the worst outcome, so the model learns where the cliffs are). The study is rebuilt from the archive
-on every proposal, so a resumed run keeps its knowledge. The sampler then asks for one
-new point.
+completed (a failure imputed as the worst outcome, so the model learns where the cliffs
+are). The study is rebuilt from the archive on every proposal, so a resumed run keeps its
+knowledge. The sampler then asks for one new point.
 
 Samplers: Gaussian-process Bayesian optimization (Snoek et al. 2012, "Practical Bayesian
 Optimization of Machine Learning Algorithms"; optuna's GPSampler, a Matern-5/2 GP with a
