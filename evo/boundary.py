@@ -17,6 +17,7 @@ from evo.sandbox import detect
 
 def evaluation_setup(
     paths: Paths, archive: Archive, config: RunConfig, gpu: bool, slots: int, say: Callable[[str], None],
+    warm_start: bool = False,
 ) -> EvaluationSetup:
     """The run's :class:`EvaluationSetup`; what it chose is told through ``say``.
 
@@ -47,7 +48,7 @@ def evaluation_setup(
     shared = compile_cache.shared_path(paths.genome_dir(config.run)) if sandbox.isolated else None
     setup = EvaluationSetup(
         paths.project_dir, pinned, config.profile, config.dataset, view.cache_dir, config.fitness, sandbox, limits,
-        view.data_files, hidden, gpu, compile_cache=shared,
+        view.data_files, hidden, gpu, compile_cache=shared, warm_start=warm_start,
     )
     with Confinement(limits) as probe:
         limited = probe.describe()

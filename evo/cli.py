@@ -133,6 +133,11 @@ def _slots_options(p: argparse.ArgumentParser) -> None:
     slots.add_argument("--ray", default=None, metavar="ADDRESS",
                        help="run each evaluation as a Ray task on a cluster: auto (the one `ray start` made "
                        "here), HOST:PORT, or local (a Ray instance of this process); needs pip install 'evo[ray]'")
+    slots.add_argument("--warm-start", action=argparse.BooleanOptionalAction, default=None,
+                       help="while a slot's genome exports its model and is scored, start the next genome's "
+                       "interpreter (Python, torch; on a GPU torch.compile's modules too) and hold it until the next "
+                       "genome is known; a genome whose code touches the environment still starts cold "
+                       "(default: on for GPU slots, off on CPU, where the imports compete for the same cores)")
     slots.add_argument("--allow-concurrent", action="store_true", help=CONCURRENT_HELP)
 
 

@@ -128,7 +128,7 @@ def _execution(args: argparse.Namespace, device: str) -> Execution:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
     if args.workers is not None and device.startswith("cuda") and args.ray is None:
         raise ValueError("on a GPU machine each GPU is one slot: choose them with --gpus, not --workers")
-    return Execution(workers=args.workers, gpus=gpus, ray=args.ray)
+    return Execution(workers=args.workers, gpus=gpus, ray=args.ray, warm_start=args.warm_start)
 
 
 def _execute(

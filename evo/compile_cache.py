@@ -40,16 +40,19 @@ def shared_path(genome_dir: Path) -> Path:
 
 
 def give(shared: Path | None, workspace: Path) -> dict[str, str]:
-    """Copy the run's shared cache (if any) into ``workspace`` for one genome.
+    """Copy the run's shared cache (if any) into ``workspace`` for one genome, unless its
+    own cache folder has files already (a warm start's, given at its spawn, is given again
+    at its release: the seed's cache may have been kept in between).
 
     Returns:
         The genome's environment variable naming its own cache folder (always set, so a
         genome never writes Inductor's default ``/tmp`` cache outside its workspace).
     """
     own = workspace / FOLDER
-    if shared is not None and shared.is_dir() and not shared.is_symlink():
+    given = own.is_dir() and not own.is_symlink() and any(own.iterdir())
+    if shared is not None and shared.is_dir() and not shared.is_symlink() and not given:
         try:
-            shutil.copytree(shared, own, symlinks=True)
+            shutil.copytree(shared, own, symlinks=True, dirs_exist_ok=True)
         except OSError:  # a full disk: the genome compiles cold, the run goes on
             shutil.rmtree(own, ignore_errors=True)
     own.mkdir(exist_ok=True)

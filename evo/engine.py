@@ -94,7 +94,8 @@ class Engine:
         if isinstance(llm, LLMMutation):  # its calls are recorded in the archive, within the run's budget
             llm.attach(archive, config.run)
         gpu = device.startswith("cuda")
-        self.setup = evaluation_setup(paths, archive, config, gpu, self.execution.local_slots(gpu), reporter.message)
+        self.setup = evaluation_setup(paths, archive, config, gpu, self.execution.local_slots(gpu), reporter.message,
+                                      self.execution.warm(gpu))
         self.state: RunState | None = None
         self.pending = PendingOutcomes(archive.path)
         self._noise_recorded = False

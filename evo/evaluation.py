@@ -38,6 +38,7 @@ from evo.records import EvalState, FailureKind, Outcome
 from evo.runner import ProcessResult, Tick, run_process
 from evo.sandbox import Sandbox, SandboxSpec, allowed_environment
 from evo.warm_evaluator import EXPORT_STARTED, WarmEvaluator
+from evo.warm_start import WarmStart, WarmStartLost, takes
 
 MODEL_DIR = "evo_model"  # in the workspace: where the harness exports the model
 # Start-up allowance: the seed's overhead (wall time beyond its budget: start-up,
@@ -69,6 +70,8 @@ class EvaluationSetup:
         python: the interpreter that runs genomes and the evaluator.
         compile_cache: the run's shared compile cache (:mod:`evo.compile_cache`; ``None``:
             every genome compiles cold, as without a sandbox).
+        warm_start: a local slot starts its next genome's interpreter while the current
+            genome finishes (:mod:`evo.warm_start`).
     """
 
     project_dir: Path
@@ -84,6 +87,7 @@ class EvaluationSetup:
     gpu: bool = False
     python: str = sys.executable
     compile_cache: Path | None = None
+    warm_start: bool = False
 
 
 @dataclass(frozen=True)
@@ -174,6 +178,8 @@ def evaluate_genome(
     on_tick: Callable[[Tick], None] | None = None,
     placement: Placement | None = None,
     keep_compile_cache: bool = False,
+    started: WarmStart | None = None,
+    on_training_over: Callable[[], None] | None = None,
 ) -> Outcome:
     """Run and score one genome (module docstring, steps 1-5).
 
@@ -188,6 +194,11 @@ def evaluate_genome(
             the whole machine.
         keep_compile_cache: the genome is the run's seed: when it completes in the sandbox,
             its compile cache becomes the run's (unless there is one already).
+        started: the slot's warm interpreter (:func:`start_warm`), taken over by this
+            evaluation (its workspace replaces ``workspace``) when the genome may run in
+            it (:func:`evo.warm_start.takes`), else closed; closed afterwards either way.
+        on_training_over: called (from this thread or the genome's) when the genome is done
+            training: its harness began the export, or it exited; maybe more than once.
 
     Returns:
         The :class:`Outcome` to record (``sandbox`` set).
@@ -195,29 +206,38 @@ def evaluate_genome(
         HarnessChangedError: before anything runs.
         KeyboardInterrupt: after the processes were killed and the workspace removed.
     """
-    harness = read_pinned_harness(setup)
     warm: WarmEvaluator | None = None
+    if started is not None and not (takes(code) and started.ready()):
+        started.close()
+        started = None
+    if started is not None:
+        workspace = started.workspace
     trusted_harness = workspace.parent / f".{workspace.name}.harness"  # the evaluator's copy, never the genome's
-    remove_tree(workspace)
-    workspace.mkdir(parents=True)
     try:
+        harness = read_pinned_harness(setup)
+        if started is None:
+            _make_workspace(setup, workspace, harness)
         (workspace / "train.py").write_text(code, encoding="utf-8")
-        (workspace / "prepare.py").write_bytes(harness)
         remove_tree(trusted_harness)
         trusted_harness.mkdir()
         (trusted_harness / "prepare.py").write_bytes(harness)
         limit = hard_limit_s if scoring_limit is None else min(hard_limit_s, scoring_limit)
         placement = placement or Placement("local")
-        cache_env = compile_cache.give(setup.compile_cache, workspace)
+        cache_env = compile_cache.give(setup.compile_cache, workspace)  # the seed's, if it came after the warm start
         warm = WarmEvaluator(setup, trusted_harness, log_path, placement) if setup.fitness == "trusted" else None
-        result = _run_genome(setup, workspace, log_path, {**env, **placement.env, **cache_env}, limit, on_tick,
-                             placement, warm)
+        genome_env = _genome_env(setup, workspace, {**env, **placement.env, **cache_env})
+        result = _run_genome(setup, workspace, log_path, genome_env, limit, on_tick, placement, warm, started,
+                             on_training_over)
+        if on_training_over is not None:
+            on_training_over()
         outcome = _judge(setup, result, workspace, log_path, hard_limit_s, scoring_limit, warm)
         if keep_compile_cache and setup.sandbox.isolated and outcome.state is EvalState.COMPLETE:
             compile_cache.keep(workspace, setup.compile_cache)
     finally:
         if warm is not None:
             warm.close()
+        if started is not None:
+            started.close()
         remove_tree(workspace)
         remove_tree(trusted_harness)
     return replace(outcome, error=redact(outcome.error), log_tail=redact(outcome.log_tail) or "")
@@ -237,25 +257,59 @@ def _genome_env(setup: EvaluationSetup, workspace: Path, env: dict[str, str]) ->
     })
 
 
-def _run_genome(
-    setup: EvaluationSetup, workspace: Path, log_path: Path, env: dict[str, str], limit_s: float,
-    on_tick: Callable[[Tick], None] | None, placement: Placement, warm: WarmEvaluator | None,
-) -> ProcessResult:
-    """Run the genome; its warm evaluator starts when the harness says the export began."""
-
-    def ticked(tick: Tick) -> None:
-        if warm is not None and tick.last_line.startswith(EXPORT_STARTED):
-            warm.start()
-        if on_tick is not None:
-            on_tick(tick)
-
-    genome_env = _genome_env(setup, workspace, env)
+def _make_workspace(setup: EvaluationSetup, workspace: Path, harness: bytes) -> None:
+    """A fresh workspace holding the pinned ``prepare.py`` (and ``tmp`` without a sandbox)."""
+    remove_tree(workspace)
+    workspace.mkdir(parents=True)
+    (workspace / "prepare.py").write_bytes(harness)
     if not setup.sandbox.isolated:
         (workspace / "tmp").mkdir()
-    spec = SandboxSpec(
+
+
+def _genome_spec(setup: EvaluationSetup, workspace: Path, genome_env: dict[str, str], placement: Placement) -> SandboxSpec:
+    return SandboxSpec(
         workdir=workspace, env=genome_env, read_only=setup.data_files, hidden=setup.hidden, gpu=setup.gpu,
         gpu_index=placement.gpu_index, overlays=((workspace / "prepare.py", workspace / "prepare.py"),),
     )
+
+
+def start_warm(setup: EvaluationSetup, workspace: Path, log_path: Path, placement: Placement) -> WarmStart:
+    """Start a slot's warm interpreter for its next evaluation (:mod:`evo.warm_start`) in
+    ``workspace`` (made here), logging to ``log_path`` until its release.
+
+    Raises:
+        HarnessChangedError: the project's ``prepare.py`` changed (nothing is started).
+        OSError: the workspace could not be made.
+    """
+    _make_workspace(setup, workspace, read_pinned_harness(setup))
+    cache_env = compile_cache.give(setup.compile_cache, workspace)
+    genome_env = _genome_env(setup, workspace, {**placement.env, **cache_env})
+    return WarmStart(setup, _genome_spec(setup, workspace, genome_env, placement), genome_env, log_path, placement)
+
+
+def _run_genome(
+    setup: EvaluationSetup, workspace: Path, log_path: Path, genome_env: dict[str, str], limit_s: float,
+    on_tick: Callable[[Tick], None] | None, placement: Placement, warm: WarmEvaluator | None,
+    started: WarmStart | None, on_training_over: Callable[[], None] | None,
+) -> ProcessResult:
+    """Run the genome, in ``started`` if it is given and still there; its warm evaluator
+    (and the slot's next warm start) start when the harness says the export began."""
+
+    def ticked(tick: Tick) -> None:
+        if tick.last_line.startswith(EXPORT_STARTED):
+            if warm is not None:
+                warm.start()
+            if on_training_over is not None:
+                on_training_over()
+        if on_tick is not None:
+            on_tick(tick)
+
+    if started is not None:
+        try:
+            return started.run(genome_env, log_path, limit_s, ticked)
+        except WarmStartLost:
+            pass  # nothing of the genome ran: run it cold, in the same workspace
+    spec = _genome_spec(setup, workspace, genome_env, placement)
     with Confinement(setup.limits) as confinement:
         argv = confinement.command(setup.python, setup.sandbox.command([setup.python, "train.py"], spec), placement.cpus)
         return run_process(argv, log_path, workspace, genome_env, limit_s, ticked, on_exit=confinement.kill_all)

@@ -117,19 +117,25 @@ def log_path(genome_dir: Path, genome_id: str, attempt: int) -> Path:
     return genome_dir / f"{genome_id}{suffix}"
 
 
+WARM_PREFIX = "_warm"  # a slot's warm start (evo.warm_start): <genome_dir>/_warmN.work and _warmN.log
+
+
 def workspace_path(genome_dir: Path, genome_id: str) -> Path:
     """The genome's sandbox workspace during an evaluation: ``<genome_id>.work`` (removed after)."""
     return genome_dir / f"{genome_id}.work"
 
 
 def remove_workspaces(genome_dir: Path) -> None:
-    """Remove evaluation workspaces a killed engine left behind (symlinks are not followed)."""
+    """Remove evaluation workspaces, and warm starts' logs, a killed engine left behind
+    (symlinks are not followed)."""
     from evo import compile_cache
 
     if genome_dir.is_dir():
         partial = genome_dir.glob(compile_cache.PARTIAL)  # half-written shared compile caches
         for path in [*genome_dir.glob("*.work"), *genome_dir.glob(".*.work.harness"), *partial]:
             remove_tree(path)
+        for path in genome_dir.glob(f"{WARM_PREFIX}*.log"):
+            path.unlink(missing_ok=True)
 
 
 def unlock(path: Path) -> None:

@@ -5,7 +5,8 @@ one, its cgroup), never by a thread that cannot be killed. The process's stdout 
 stderr go through a pipe to :class:`LogSink`, which writes at most ``max_log_bytes`` to
 the log file and keeps only a bounded tail in memory, however much the process prints.
 A process may be started ahead of need and held at a :class:`Gate` (the warm trusted
-evaluator, :mod:`evo.warm_evaluator`): its wall-clock limit counts from its release.
+evaluator, :mod:`evo.warm_evaluator`; a slot's next genome interpreter,
+:mod:`evo.warm_start`): its wall-clock limit counts from its release.
 """
 
 from __future__ import annotations
@@ -61,19 +62,32 @@ class ProcessResult:
 
 
 class Gate:
-    """Holds a started process until it is needed: :meth:`release` writes ``go`` to its
-    stdin (and starts its wall-clock limit); :meth:`cancel` kills it, held or released
-    (thread-safe: the engine's thread decides, :func:`run_process` acts)."""
+    """Holds a started process until it is needed: :meth:`release` writes a message
+    (``go``) to its stdin and starts its wall-clock limit; :meth:`cancel` kills it, held
+    or released (thread-safe: the engine's thread decides, :func:`run_process` acts).
+
+    Attributes:
+        message: the line written at the release (ends with a newline).
+        wall_limit_s: the limit from the release, when it was given then (``None``: the
+            one :func:`run_process` was called with).
+        delivered: :func:`run_process` wrote the message to a process that was still there.
+        holding: set by :func:`run_process` once the process runs and its log file is open.
+    """
 
     def __init__(self) -> None:
         self._decided = threading.Event()
         self._lock = threading.Lock()
         self.released = False
         self.cancelled = False
+        self.message = b"go\n"
+        self.wall_limit_s: float | None = None
+        self.delivered = False
+        self.holding = threading.Event()
 
-    def release(self) -> None:
+    def release(self, message: bytes = b"go\n", wall_limit_s: float | None = None) -> None:
         with self._lock:
             if not self.cancelled:
+                self.message, self.wall_limit_s = message, wall_limit_s
                 self.released = True
                 self._decided.set()
 
@@ -166,12 +180,14 @@ def _kill_group(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def _go(proc: subprocess.Popen) -> None:
+def _go(proc: subprocess.Popen, message: bytes) -> bool:
+    """Write the release message; whether it was written (the process's stdin still open)."""
     try:
-        proc.stdin.write(b"go\n")
+        proc.stdin.write(message)
         proc.stdin.close()
     except (OSError, ValueError):  # a broken pipe: it ended while held
-        pass  # its exit status and output say why: its exit status and output say why
+        return False  # its exit status and output say why
+    return True
 
 
 def run_process(
@@ -197,8 +213,8 @@ def run_process(
         on_exit: called once the process has ended (or been killed), before returning;
             e.g. to kill what it left in its cgroup.
         gate: hold the process (its stdin a pipe) until the gate is released, then write
-            ``go`` and close its stdin; ``wall_limit_s`` and ``wall_s`` count from the
-            release. A cancelled gate kills it (``timed_out`` false; ``wall_s`` 0 when it
+            the gate's message and close its stdin; ``wall_limit_s`` (or the gate's) and
+            ``wall_s`` count from the release. A cancelled gate kills it (``timed_out`` false; ``wall_s`` 0 when it
             was still held).
 
     Returns:
@@ -217,14 +233,17 @@ def run_process(
     sink = LogSink(proc.stdout, log_file, max_log_bytes)
     try:
         held = gate is not None
+        if gate is not None:
+            gate.holding.set()
         while proc.poll() is None:
             if held:
                 if not gate.wait(POLL_INTERVAL_S):
                     continue
                 if not gate.cancelled:
                     held = False
-                    _go(proc)
+                    gate.delivered = _go(proc, gate.message)
                     start = time.monotonic()
+                    wall_limit_s = gate.wall_limit_s if gate.wall_limit_s is not None else wall_limit_s
             if gate is not None and gate.cancelled:
                 _kill_group(proc)
                 break

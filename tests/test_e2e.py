@@ -66,7 +66,7 @@ def test_start_kill_resume_export(project, env):
     log = open(project / "start.log", "w")
     engine = subprocess.Popen(
         [sys.executable, "-m", "evo", "start", "--population", "2", "--generations", "2", "--profile", "smoke",
-         "--run", "e2e"],
+         "--run", "e2e", "--warm-start"],  # children run in warm interpreters (evo.warm_start)
         cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     # Wait until generation 1 is being evaluated, with at least one of its children done.
@@ -105,9 +105,11 @@ def test_start_kill_resume_export(project, env):
 
     runs = evo(["runs", "--json"], project, env, timeout=120)  # the killed engine's lock died with it
     assert runs.returncode == 0 and '"state": "stopped"' in runs.stdout, runs.stdout + runs.stderr
-    resumed = evo(["resume", "e2e"], project, env, timeout=600)
+    resumed = evo(["resume", "e2e", "--warm-start"], project, env, timeout=600)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert sorted(p.name for p in archive_path.parent.glob("*.lock")) == ["evo.duckdb.lock"]  # no lock per run left
+    # the killed engine's held warm start, and the resumed one's, are gone with their workspaces
+    assert not list((project / "genomes" / "e2e").glob("_warm*")) and not list(project.glob("genomes/e2e/*.work"))
 
     archive = Archive(archive_path)
     evals = archive.evaluations("e2e")

@@ -34,11 +34,20 @@ class Execution:
         gpus: CUDA devices of this machine, one slot each (``None``: device 0 on a GPU run).
         ray: a Ray cluster's address, ``auto`` (the one ``ray start`` made here) or
             ``local`` (a Ray instance of this process); ``None``: no Ray.
+        warm_start: slots on this machine start their next genome's interpreter while the
+            current genome finishes (:mod:`evo.warm_start`); ``None``: on GPU slots only
+            (on CPU slots its imports would compete for the cores the current genome's
+            export and trusted evaluation use).
     """
 
     workers: int | None = None
     gpus: tuple[int, ...] | None = None
     ray: str | None = None
+    warm_start: bool | None = None
+
+    def warm(self, gpu: bool) -> bool:
+        """Whether local slots start their next genome's interpreter early."""
+        return gpu if self.warm_start is None else self.warm_start
 
     def local_slots(self, gpu: bool) -> int:
         """Slots on this machine (what each genome's memory limit is divided by)."""

@@ -4,11 +4,14 @@ Each job runs :func:`evo.evaluation.evaluate_genome` in a thread of its own (the
 itself is a sandboxed process; the thread only waits on it), with its slot's
 :class:`Placement`: ``CUDA_VISIBLE_DEVICES`` and only that GPU's device node, or a
 pinned set of cores with matching thread counts. A GPU is never found by polling which
-card looks free: slot i always owns its device.
+card looks free: slot i always owns its device. When a slot's genome is done training,
+the slot's next genome interpreter is started and held (:mod:`evo.warm_start`; off with
+``EvaluationSetup.warm_start`` false); the slot's next job takes it over.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import queue
 import threading
@@ -17,9 +20,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from evo import genome as genome_files
-from evo.evaluation import EvaluationSetup, Placement, evaluate_genome
+from evo.evaluation import EvaluationSetup, HarnessChangedError, Placement, evaluate_genome, start_warm
 from evo.runner import Tick
 from evo.sandbox import gpu_identity
+from evo.warm_start import WarmStart
 from evo.workers.base import EvaluationJob, Finished, Running, TickCallback
 
 
@@ -102,6 +106,9 @@ class LocalPool:
         self._done: queue.SimpleQueue[Finished] = queue.SimpleQueue()
         self._threads: dict[str, threading.Thread] = {}
         self._stop = threading.Event()
+        self._warm: dict[str, WarmStart] = {}  # placement name -> its next genome's interpreter
+        self._warm_lock = threading.Lock()
+        self._warm_names = itertools.count()
 
     @property
     def slots(self) -> int:
@@ -137,16 +144,33 @@ class LocalPool:
             if self.on_tick is not None:
                 self.on_tick(placement.name, t)
 
+        with self._warm_lock:
+            started = self._warm.pop(placement.name, None)
         try:
             outcome = evaluate_genome(
                 self.setup, job.code, genome_files.workspace_path(self.genome_dir, job.genome_id), job.log_path,
                 job.env, hard_limit_s=job.hard_limit_s, scoring_limit=job.scoring_limit_s, on_tick=tick,
-                placement=placement, keep_compile_cache=job.seed,
+                placement=placement, keep_compile_cache=job.seed, started=started,
+                on_training_over=lambda: self._start_warm(placement),
             )
             result = Finished(job, placement.name, outcome, None, started, time.monotonic())
         except BaseException as exc:  # noqa: BLE001 -- handed to the engine, which decides
             result = Finished(job, placement.name, None, exc, started, time.monotonic())
         self._done.put(result)
+
+    def _start_warm(self, placement: Placement) -> None:
+        """Start the slot's next genome interpreter, unless it has one or the pool is closing."""
+        if not self.setup.warm_start:
+            return
+        with self._warm_lock:
+            if self._stop.is_set() or placement.name in self._warm:
+                return
+            name = f"{genome_files.WARM_PREFIX}{next(self._warm_names)}"
+            try:
+                self._warm[placement.name] = start_warm(
+                    self.setup, self.genome_dir / f"{name}.work", self.genome_dir / f"{name}.log", placement)
+            except (HarnessChangedError, OSError):
+                pass  # the next job starts cold and meets the same problem, where it is reported
 
     def wait(self, timeout_s: float) -> list[Finished]:
         try:
@@ -168,8 +192,13 @@ class LocalPool:
         return list(self._busy.values())
 
     def close(self, timeout_s: float = 30.0) -> None:
-        """Kill every running genome (its thread's next tick raises), wait for the threads."""
-        self._stop.set()
+        """Kill every running genome (its thread's next tick raises) and every held warm
+        start, wait for the threads."""
+        with self._warm_lock:
+            self._stop.set()
+            held, self._warm = list(self._warm.values()), {}
+        for started in held:
+            started.close()
         deadline = time.monotonic() + timeout_s
         for thread in list(self._threads.values()):
             thread.join(max(0.0, deadline - time.monotonic()))

@@ -1,0 +1,171 @@
+"""A slot's next genome interpreter, started while the current genome finishes.
+
+Between one genome's last training step and the next genome's first, a slot waits for
+the export, the trusted evaluation, the engine's bookkeeping and the next genome's
+start-up. Part of that start-up is the same for every genome: the Python interpreter and
+its imports of torch, numpy and tiktoken (on a GPU also ``torch.compile``'s Dynamo and
+Inductor, which a compiling genome would otherwise import inside its own clock). So when
+a slot's genome is done training (its harness prints
+:data:`evo.warm_evaluator.EXPORT_STARTED`, or it exits) the slot's pool starts a
+:class:`WarmStart` for the slot's next evaluation, whatever that will be:
+
+* a process in the sandbox the next genome gets, under its limits, in a workspace of its
+  own that holds the pinned ``prepare.py``, runs a fixed *prelude* (:data:`PRELUDE`, evo's
+  code, never a genome's): it imports those modules and waits on its stdin;
+* at the release (:meth:`WarmStart.run`), the engine has written the genome's
+  ``train.py`` into that workspace; it sends the evaluation's whole environment (a JSON
+  line), and the prelude replaces its own environment with it and runs ``train.py`` as
+  ``python train.py`` would (a fresh ``__main__`` module, ``sys.argv``, ``sys.path[0]``). The wall-clock limit, the ticks and the measured wall time
+  count from the release, as for the warm trusted evaluator (:class:`evo.runner.Gate`).
+
+Nothing of a genome runs before its release, so a genome gains no time and no access it
+would not have cold. What differs is only that torch is already imported: a genome whose
+source mentions the environment (``environ``, ``putenv``, ``unsetenv``, ``getenv``) may set
+variables that torch reads at import (``TORCH_LOGS``, Inductor's), so it is started cold
+(:func:`takes`), as without a warm start, and behaves as its exported ``train.py`` would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from evo.genome import remove_tree
+from evo.limits import Confinement
+from evo.runner import Gate, ProcessResult, Tick, run_process
+from evo.sandbox import SandboxSpec
+
+MODULES = ("numpy", "tiktoken", "torch")  # what the harness and every genome import
+GPU_MODULES = ("torch._dynamo", "torch._inductor.compile_fx")  # imported by torch.compile on its first call
+ENVIRONMENT_USE = re.compile(r"environ|putenv|unsetenv|getenv")
+HELD_LIMIT_S = 3600.0  # a warm start never released is cancelled by its pool; this only bounds a lost one
+PRELUDE = """\
+import importlib, importlib.machinery, json, os, sys, types
+for _name in {modules!r}:
+    try:
+        importlib.import_module(_name)
+    except Exception:
+        pass  # the genome's own import reports it
+_line = sys.stdin.readline()
+if not _line.strip():
+    raise SystemExit(0)
+os.environ.clear()
+os.environ.update(json.loads(_line))
+_path = os.path.join(os.getcwd(), "train.py")
+sys.argv = ["train.py"]
+sys.path[0] = os.getcwd()
+_main = types.ModuleType("__main__")
+_main.__file__, _main.__cached__, _main.__builtins__ = _path, None, __builtins__
+_main.__loader__ = importlib.machinery.SourceFileLoader("__main__", _path)
+sys.modules["__main__"] = _main
+with open(_path, "rb") as _file:
+    _code = compile(_file.read(), _path, "exec")
+exec(_code, _main.__dict__)
+"""
+
+
+class WarmStartLost(RuntimeError):
+    """The prelude was gone before its release: nothing of the genome ran; start it cold."""
+
+
+def takes(code: str) -> bool:
+    """Whether a genome may run in a warm interpreter: its source never mentions the
+    process environment, so torch's imports saw the environment it would have seen cold."""
+    return ENVIRONMENT_USE.search(code) is None
+
+
+class WarmStart:
+    """One prelude process held for a slot's next evaluation (module docstring).
+
+    Args:
+        setup: the run's :class:`evo.evaluation.EvaluationSetup`.
+        spec: the sandbox of the genome (its workspace, data, hidden folders, GPU).
+        env: the environment at spawn: the genome's, less the evaluation's own variables.
+        log_path: where the prelude's output goes until the release; then renamed to the
+            evaluation's log (same folder), and the genome's output follows in it.
+        placement: the slot's :class:`evo.evaluation.Placement`.
+    """
+
+    def __init__(self, setup, spec: SandboxSpec, env: Mapping[str, str], log_path: Path, placement) -> None:
+        self.setup = setup
+        self.spec = spec
+        self.workspace = spec.workdir
+        self.env = dict(env)
+        self.log_path = log_path
+        self.placement = placement
+        self.gate = Gate()
+        self._on_tick: Callable[[Tick], None] | None = None
+        self._result: ProcessResult | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=f"warm start {log_path.name}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        modules = MODULES + (GPU_MODULES if self.setup.gpu else ())
+        command = [self.setup.python, "-c", PRELUDE.format(modules=modules)]
+        try:
+            with Confinement(self.setup.limits) as confinement:
+                argv = confinement.command(self.setup.python, self.setup.sandbox.command(command, self.spec),
+                                           self.placement.cpus)
+                self._result = run_process(argv, self.log_path, self.workspace, self.env, HELD_LIMIT_S, self._tick,
+                                           on_exit=confinement.kill_all, gate=self.gate)
+        except BaseException as exc:  # noqa: BLE001  (re-raised in the evaluation's thread by run())
+            self._error = exc
+
+    def _tick(self, tick: Tick) -> None:
+        if self._on_tick is not None:
+            self._on_tick(tick)
+
+    def ready(self) -> bool:
+        """Whether it can still be released: held, and its process not gone."""
+        return self._thread.is_alive() and not self.gate.released and not self.gate.cancelled
+
+    def run(self, env: Mapping[str, str], log_path: Path, wall_limit_s: float,
+            on_tick: Callable[[Tick], None] | None) -> ProcessResult:
+        """Release it into the genome whose ``train.py`` is in :attr:`workspace` and wait
+        for the genome's end.
+
+        Args:
+            env: the genome's whole environment (it replaces the prelude's).
+            log_path: the evaluation's log.
+            wall_limit_s: the genome's wall-clock limit, seconds from the release.
+            on_tick: the genome's progress, as :func:`evo.runner.run_process` gives it.
+
+        Returns:
+            How the genome ended (``wall_s`` from the release).
+        Raises:
+            WarmStartLost: the prelude was gone (or the log could not be moved) before the
+                release: nothing of the genome ran.
+            Whatever ``on_tick`` raised (the genome was killed) or starting it raised.
+        """
+        while not self.gate.holding.wait(0.1) and self._thread.is_alive():
+            pass  # released at once: its process is being started
+        if not (self.ready() and self.gate.holding.is_set()):
+            raise WarmStartLost("the warm interpreter ended before its release")
+        try:
+            os.replace(self.log_path, log_path)
+        except OSError as exc:
+            raise WarmStartLost(f"its log could not be moved: {exc}") from exc
+        self.log_path = log_path
+        self._on_tick = on_tick
+        self.gate.release((json.dumps(dict(env)) + "\n").encode(), wall_limit_s)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        if not self.gate.delivered:
+            raise WarmStartLost("the warm interpreter ended before its release")
+        assert self._result is not None
+        return self._result
+
+    def close(self) -> None:
+        """Kill the process if it is still there (held or not), wait for it, and remove its
+        workspace and, if it was never released, its log."""
+        self.gate.cancel()
+        self._thread.join()
+        if not self.gate.released:
+            self.log_path.unlink(missing_ok=True)
+        remove_tree(self.workspace)
