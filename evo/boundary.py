@@ -46,6 +46,9 @@ def evaluation_setup(
     hidden = (*view.hidden, paths.archive_path.parent, paths.project_dir / "genomes")
     # the seed's compile cache is shared only where the sandbox keeps genomes from writing it
     shared = compile_cache.shared_path(paths.genome_dir(config.run)) if sandbox.isolated else None
+    if warm_start and not sandbox.isolated:  # unconfined, a genome could write the next one's held workspace
+        say("[yellow]warm start off[/]: it needs the sandbox")
+        warm_start = False
     setup = EvaluationSetup(
         paths.project_dir, pinned, config.profile, config.dataset, view.cache_dir, config.fitness, sandbox, limits,
         view.data_files, hidden, gpu, compile_cache=shared, warm_start=warm_start,

@@ -31,6 +31,7 @@ from pathlib import Path
 FOLDER = ".compile-cache"  # in a genome's workspace, and the run's shared copy beside the workspaces
 PARTIAL = f"{FOLDER}.*.partial"  # a shared copy being written (glob beside it; a killed engine's are removed)
 ENV = "TORCHINDUCTOR_CACHE_DIR"
+GIVEN = ".evo-given"  # in a genome's own copy: the shared cache was copied in
 MAX_BYTES = 1024**3  # a larger seed cache is not kept: a copy per genome would cost what it saves
 
 
@@ -40,19 +41,21 @@ def shared_path(genome_dir: Path) -> Path:
 
 
 def give(shared: Path | None, workspace: Path) -> dict[str, str]:
-    """Copy the run's shared cache (if any) into ``workspace`` for one genome, unless its
-    own cache folder has files already (a warm start's, given at its spawn, is given again
-    at its release: the seed's cache may have been kept in between).
+    """Copy the run's shared cache (if any) into ``workspace`` for one genome, unless it was
+    copied there already (a warm start's workspace is given one at its spawn and again at
+    its release: the seed's cache may have been kept in between; :data:`GIVEN` marks a
+    copy, since the warm start's imports may write to the folder).
 
     Returns:
         The genome's environment variable naming its own cache folder (always set, so a
         genome never writes Inductor's default ``/tmp`` cache outside its workspace).
     """
     own = workspace / FOLDER
-    given = own.is_dir() and not own.is_symlink() and any(own.iterdir())
+    given = own.is_dir() and not own.is_symlink() and (own / GIVEN).is_file()
     if shared is not None and shared.is_dir() and not shared.is_symlink() and not given:
         try:
             shutil.copytree(shared, own, symlinks=True, dirs_exist_ok=True)
+            (own / GIVEN).touch()
         except OSError:  # a full disk: the genome compiles cold, the run goes on
             shutil.rmtree(own, ignore_errors=True)
     own.mkdir(exist_ok=True)

@@ -207,7 +207,7 @@ def evaluate_genome(
         KeyboardInterrupt: after the processes were killed and the workspace removed.
     """
     warm: WarmEvaluator | None = None
-    if started is not None and not (takes(code) and started.ready()):
+    if started is not None and not (takes(code) and started.wait_held()):
         started.close()
         started = None
     if started is not None:
@@ -275,16 +275,18 @@ def _genome_spec(setup: EvaluationSetup, workspace: Path, genome_env: dict[str, 
 
 def start_warm(setup: EvaluationSetup, workspace: Path, log_path: Path, placement: Placement) -> WarmStart:
     """Start a slot's warm interpreter for its next evaluation (:mod:`evo.warm_start`) in
-    ``workspace`` (made here), logging to ``log_path`` until its release.
+    ``workspace``, logging to ``log_path`` until its release. Returns at once: the workspace
+    (the pinned ``prepare.py``, a copy of the run's compile cache) is made in its own thread,
+    and where that fails (the harness changed, a full disk) it is never ready and the next
+    evaluation starts cold, meeting the same problem where it is reported."""
 
-    Raises:
-        HarnessChangedError: the project's ``prepare.py`` changed (nothing is started).
-        OSError: the workspace could not be made.
-    """
-    _make_workspace(setup, workspace, read_pinned_harness(setup))
-    cache_env = compile_cache.give(setup.compile_cache, workspace)
-    genome_env = _genome_env(setup, workspace, {**placement.env, **cache_env})
-    return WarmStart(setup, _genome_spec(setup, workspace, genome_env, placement), genome_env, log_path, placement)
+    def prepare() -> tuple[SandboxSpec, dict[str, str]]:
+        _make_workspace(setup, workspace, read_pinned_harness(setup))
+        cache_env = compile_cache.give(setup.compile_cache, workspace)
+        genome_env = _genome_env(setup, workspace, {**placement.env, **cache_env})
+        return _genome_spec(setup, workspace, genome_env, placement), genome_env
+
+    return WarmStart(setup, workspace, prepare, log_path, placement)
 
 
 def _run_genome(
@@ -307,8 +309,8 @@ def _run_genome(
     if started is not None:
         try:
             return started.run(genome_env, log_path, limit_s, ticked)
-        except WarmStartLost:
-            pass  # nothing of the genome ran: run it cold, in the same workspace
+        except WarmStartLost:  # nothing of the genome ran: run it cold, in the same workspace
+            started.close(remove_workspace=False)
     spec = _genome_spec(setup, workspace, genome_env, placement)
     with Confinement(setup.limits) as confinement:
         argv = confinement.command(setup.python, setup.sandbox.command([setup.python, "train.py"], spec), placement.cpus)

@@ -14,15 +14,24 @@ a slot's genome is done training (its harness prints
   code, never a genome's): it imports those modules and waits on its stdin;
 * at the release (:meth:`WarmStart.run`), the engine has written the genome's
   ``train.py`` into that workspace; it sends the evaluation's whole environment (a JSON
-  line), and the prelude replaces its own environment with it and runs ``train.py`` as
-  ``python train.py`` would (a fresh ``__main__`` module, ``sys.argv``, ``sys.path[0]``). The wall-clock limit, the ticks and the measured wall time
-  count from the release, as for the warm trusted evaluator (:class:`evo.runner.Gate`).
+  line), and the prelude replaces its own environment with it, prints
+  :data:`STARTED_WARM` (the first line of the genome's log) and runs ``train.py`` as
+  ``python train.py`` would (a fresh ``__main__`` module, ``sys.argv``, ``sys.path[0]``,
+  ``__file__``). The wall-clock limit, the ticks and the measured wall time count from the
+  release, as for the warm trusted evaluator (:class:`evo.runner.Gate`).
 
-Nothing of a genome runs before its release, so a genome gains no time and no access it
-would not have cold. What differs is only that torch is already imported: a genome whose
-source mentions the environment (``environ``, ``putenv``, ``unsetenv``, ``getenv``) may set
-variables that torch reads at import (``TORCH_LOGS``, Inductor's), so it is started cold
-(:func:`takes`), as without a warm start, and behaves as its exported ``train.py`` would.
+Nothing of a genome runs before its release, so it gains no training time and no access
+it would not have cold. (A genome may print the export line itself: that only starts its
+slot's next interpreter early, on its own slot's cores; the next genome's workspace is
+hidden from it by the sandbox, and without a sandbox warm starts are off.) What a genome
+can observe: torch already imported; a traceback with one frame of the prelude above its
+own; ``sys.orig_argv``, ``/proc/self/cmdline`` and the process's CPU clock include the
+prelude. Its wall time is shorter than cold by the imports, so the scoring limit (set on
+the seed genome, which starts cold) leaves it that much more headroom. A genome whose
+source mentions the environment (``environ``, ``getenv``, ``putenv``, ``unsetenv``) may set
+variables that torch reads at import (``TORCH_LOGS``, Inductor's), so it starts cold
+(:func:`takes`) and behaves as its exported ``train.py`` would. The check is textual: a
+genome that hides such a call only makes its own run differ from its export.
 """
 
 from __future__ import annotations
@@ -36,13 +45,15 @@ from pathlib import Path
 
 from evo.genome import remove_tree
 from evo.limits import Confinement
-from evo.runner import Gate, ProcessResult, Tick, run_process
+from evo.runner import TAIL_BYTES, Gate, ProcessResult, Tick, run_process
 from evo.sandbox import SandboxSpec
 
 MODULES = ("numpy", "tiktoken", "torch")  # what the harness and every genome import
 GPU_MODULES = ("torch._dynamo", "torch._inductor.compile_fx")  # imported by torch.compile on its first call
 ENVIRONMENT_USE = re.compile(r"environ|putenv|unsetenv|getenv")
-HELD_LIMIT_S = 3600.0  # a warm start never released is cancelled by its pool; this only bounds a lost one
+STARTED_WARM = "evo: this genome runs in an interpreter started before its turn (evo.warm_start)"
+RELEASED_LIMIT_S = 3600.0  # placeholder: every release sets the genome's own limit. While held there is
+# none: the pool cancels an unneeded one, and one whose engine died reads EOF on its stdin and exits
 PRELUDE = """\
 import importlib, importlib.machinery, json, os, sys, types
 for _name in {modules!r}:
@@ -55,6 +66,7 @@ if not _line.strip():
     raise SystemExit(0)
 os.environ.clear()
 os.environ.update(json.loads(_line))
+print({marker!r}, flush=True)
 _path = os.path.join(os.getcwd(), "train.py")
 sys.argv = ["train.py"]
 sys.path[0] = os.getcwd()
@@ -83,21 +95,23 @@ class WarmStart:
 
     Args:
         setup: the run's :class:`evo.evaluation.EvaluationSetup`.
-        spec: the sandbox of the genome (its workspace, data, hidden folders, GPU).
-        env: the environment at spawn: the genome's, less the evaluation's own variables.
+        workspace: the genome's workspace to be (made by ``prepare``).
+        prepare: makes the workspace and returns the genome's sandbox and its environment
+            at spawn (the genome's, less the evaluation's own variables); run in this
+            object's thread, so that copying a compile cache never holds up a caller.
         log_path: where the prelude's output goes until the release; then renamed to the
             evaluation's log (same folder), and the genome's output follows in it.
         placement: the slot's :class:`evo.evaluation.Placement`.
     """
 
-    def __init__(self, setup, spec: SandboxSpec, env: Mapping[str, str], log_path: Path, placement) -> None:
+    def __init__(self, setup, workspace: Path, prepare: Callable[[], tuple[SandboxSpec, dict[str, str]]],
+                 log_path: Path, placement) -> None:
         self.setup = setup
-        self.spec = spec
-        self.workspace = spec.workdir
-        self.env = dict(env)
+        self.workspace = workspace
         self.log_path = log_path
         self.placement = placement
         self.gate = Gate()
+        self._prepare = prepare
         self._on_tick: Callable[[Tick], None] | None = None
         self._result: ProcessResult | None = None
         self._error: BaseException | None = None
@@ -106,12 +120,15 @@ class WarmStart:
 
     def _run(self) -> None:
         modules = MODULES + (GPU_MODULES if self.setup.gpu else ())
-        command = [self.setup.python, "-c", PRELUDE.format(modules=modules)]
+        command = [self.setup.python, "-c", PRELUDE.format(modules=modules, marker=STARTED_WARM)]
         try:
+            spec, env = self._prepare()
+            if self.gate.cancelled:
+                return
             with Confinement(self.setup.limits) as confinement:
-                argv = confinement.command(self.setup.python, self.setup.sandbox.command(command, self.spec),
+                argv = confinement.command(self.setup.python, self.setup.sandbox.command(command, spec),
                                            self.placement.cpus)
-                self._result = run_process(argv, self.log_path, self.workspace, self.env, HELD_LIMIT_S, self._tick,
+                self._result = run_process(argv, self.log_path, self.workspace, env, RELEASED_LIMIT_S, self._tick,
                                            on_exit=confinement.kill_all, gate=self.gate)
         except BaseException as exc:  # noqa: BLE001  (re-raised in the evaluation's thread by run())
             self._error = exc
@@ -123,6 +140,13 @@ class WarmStart:
     def ready(self) -> bool:
         """Whether it can still be released: held, and its process not gone."""
         return self._thread.is_alive() and not self.gate.released and not self.gate.cancelled
+
+    def wait_held(self) -> bool:
+        """Wait until its workspace is made and its process started (a fraction of a second,
+        or a compile cache's copy); whether it is then held and ready for a genome."""
+        while not self.gate.holding.wait(0.1) and self._thread.is_alive():
+            pass
+        return self.gate.holding.is_set() and self.ready()
 
     def run(self, env: Mapping[str, str], log_path: Path, wall_limit_s: float,
             on_tick: Callable[[Tick], None] | None) -> ProcessResult:
@@ -138,13 +162,11 @@ class WarmStart:
         Returns:
             How the genome ended (``wall_s`` from the release).
         Raises:
-            WarmStartLost: the prelude was gone (or the log could not be moved) before the
-                release: nothing of the genome ran.
+            WarmStartLost: the prelude was gone (or never started, or the log could not be
+                moved) before the release: nothing of the genome ran.
             Whatever ``on_tick`` raised (the genome was killed) or starting it raised.
         """
-        while not self.gate.holding.wait(0.1) and self._thread.is_alive():
-            pass  # released at once: its process is being started
-        if not (self.ready() and self.gate.holding.is_set()):
+        if not self.wait_held():
             raise WarmStartLost("the warm interpreter ended before its release")
         try:
             os.replace(self.log_path, log_path)
@@ -156,16 +178,22 @@ class WarmStart:
         self._thread.join()
         if self._error is not None:
             raise self._error
-        if not self.gate.delivered:
-            raise WarmStartLost("the warm interpreter ended before its release")
-        assert self._result is not None
-        return self._result
+        result = self._result
+        assert result is not None
+        # the prelude prints STARTED_WARM when it took the release: a process that ended without
+        # it (and printed too little for the line to have left the tail) never ran the genome
+        took = STARTED_WARM in result.tail or result.output_bytes > TAIL_BYTES
+        if not (self.gate.delivered and took):
+            raise WarmStartLost("the warm interpreter ended before it took its release")
+        return result
 
-    def close(self) -> None:
+    def close(self, remove_workspace: bool = True) -> None:
         """Kill the process if it is still there (held or not), wait for it, and remove its
-        workspace and, if it was never released, its log."""
+        log if it was never released, and its workspace unless told not to (a genome about
+        to run cold in it)."""
         self.gate.cancel()
         self._thread.join()
         if not self.gate.released:
             self.log_path.unlink(missing_ok=True)
-        remove_tree(self.workspace)
+        if remove_workspace:
+            remove_tree(self.workspace)

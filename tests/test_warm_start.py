@@ -4,6 +4,8 @@ starts cold, a lost or unneeded one leaves nothing behind, and a local pool hand
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -16,7 +18,8 @@ from evo.evaluation import EvaluationSetup, Placement, evaluate_genome, sha256_f
 from evo.limits import ProcessLimits
 from evo.records import EvalState, FailureKind
 from evo.sandbox import SandboxUnavailableError, detect
-from evo.warm_start import takes
+from evo.warm_evaluator import EXPORT_STARTED
+from evo.warm_start import STARTED_WARM, takes
 from evo.workers.base import EvaluationJob
 from evo.workers.local import LocalPool
 
@@ -75,6 +78,7 @@ def test_a_genome_runs_in_the_held_interpreter_with_its_own_environment(setup):
     assert outcome.state is EvalState.COMPLETE, outcome.error
     log = (genome_dir / "g0001.log").read_text()
     assert "warm True seed 7 argv ['train.py'] main __main__" in log  # torch was there; EVO_SEED reached prepare
+    assert log.startswith(STARTED_WARM)  # the log says how it ran
     assert outcome.wall_s < 5.0
     assert not workspace.exists() and not list(genome_dir.glob("_warm*"))  # its workspace and log are gone
 
@@ -99,20 +103,47 @@ def test_the_wall_clock_limit_counts_from_the_release(tmp_path):
     assert "warm True" in (genome_dir / "g0001.log").read_text()
 
 
-def test_a_lost_interpreter_means_a_cold_start_not_a_failure(tmp_path):
+def _processes_in(folder: Path) -> list[int]:
+    """Processes whose working folder is ``folder`` or below it."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cwd = os.readlink(entry / "cwd")
+            except OSError:
+                continue
+            if cwd == str(folder) or cwd.startswith(f"{folder}/"):
+                found.append(int(entry.name))
+    return found
+
+
+def test_an_interpreter_killed_while_held_means_a_cold_start_not_a_failure(tmp_path):
     setup = _setup(tmp_path, "none")
     started, genome_dir = _held(setup)
-    started.gate.cancel()  # as if it died while held
-    started._thread.join(10)
+    assert started.gate.holding.wait(30)
+    (pid,) = _processes_in(started.workspace)
+    os.kill(pid, signal.SIGKILL)  # as if the prelude died (out of memory, say) while held
     outcome = _evaluate(setup, genome(), genome_dir, started)
     assert outcome.state is EvalState.COMPLETE, outcome.error
-    assert "warm False seed 7" in (genome_dir / "g0001.log").read_text()
+    log = (genome_dir / "g0001.log").read_text()
+    assert "warm False seed 7" in log and STARTED_WARM not in log
+    assert _processes_in(genome_dir) == [] and not list(genome_dir.glob("*.work"))
+
+
+def test_a_warm_genome_that_crashes_fails_as_it_would_cold(tmp_path):
+    setup = _setup(tmp_path, "none")
+    started, genome_dir = _held(setup)
+    outcome = _evaluate(setup, genome(extra="raise ValueError('shapes do not match')\n"), genome_dir, started)
+    assert outcome.state is EvalState.FAIL and outcome.failure_kind is FailureKind.CRASH
+    assert outcome.returncode == 1 and "ValueError: shapes do not match" in outcome.error
+    log = (genome_dir / "g0001.log").read_text()
+    assert f'File "{started.workspace}/train.py", line 2' in log  # the genome's own file and line
 
 
 def test_an_unneeded_interpreter_is_killed_and_leaves_nothing(tmp_path):
     setup = _setup(tmp_path, "none")
     started, genome_dir = _held(setup)
-    assert started.ready() and started.workspace.is_dir() and (started.workspace / "prepare.py").is_file()
+    assert started.wait_held() and started.workspace.is_dir() and (started.workspace / "prepare.py").is_file()
     started.close()
     assert not started.ready() and not started._thread.is_alive()
     assert not list(genome_dir.iterdir())
@@ -130,6 +161,7 @@ def test_the_seeds_compile_cache_reaches_a_warm_start_made_before_it_was_kept(tm
     workspace.mkdir()
     compile_cache.give(shared, workspace)  # at the spawn: no shared cache yet
     assert not any((workspace / compile_cache.FOLDER).iterdir())
+    (workspace / compile_cache.FOLDER / "written-by-an-import").write_text("")  # not a copy of the seed's
     (shared / "fxgraph").mkdir(parents=True)
     (shared / "fxgraph" / "entry").write_text("seed")
     compile_cache.give(shared, workspace)  # at the release: the seed's cache is copied in
@@ -155,9 +187,74 @@ def test_a_local_slot_hands_its_warm_interpreter_to_its_next_job(tmp_path, warm_
             pool.submit(job)
             (finished,) = pool.wait(120.0)
             assert finished.outcome is not None and finished.outcome.state is EvalState.COMPLETE
+            assert isinstance(finished.started_s, float) and finished.started_s <= finished.finished_s
         assert bool(list(genome_dir.glob("_warm*.work"))) is warm_start  # the third job's, held
     finally:
         pool.close()
     assert "warm False seed 41" in (genome_dir / "g0001.log").read_text()  # a slot's first job starts cold
     assert f"warm {warm_start} seed 42" in (genome_dir / "g0002.log").read_text()
     assert not list(genome_dir.glob("_warm*")) and not list(genome_dir.glob("*.work"))
+
+
+def test_warm_starts_are_on_for_gpu_slots_by_default_and_follow_the_flag():
+    from evo.cli import build_parser
+    from evo.workers import Execution
+
+    assert Execution().warm(gpu=True) and not Execution().warm(gpu=False)
+    assert Execution(warm_start=True).warm(gpu=False) and not Execution(warm_start=False).warm(gpu=True)
+    parser = build_parser()
+    assert parser.parse_args(["start"]).warm_start is None
+    assert parser.parse_args(["start", "--warm-start"]).warm_start is True
+    assert parser.parse_args(["resume", "--no-warm-start"]).warm_start is False
+
+
+def test_closing_the_pool_while_a_warm_genome_runs_leaves_nothing_running(tmp_path):
+    setup = _setup(tmp_path, "none")
+    genome_dir = tmp_path / "genomes"
+    genome_dir.mkdir()
+    pool = LocalPool(setup, [Placement("cpu")], genome_dir)
+    first, second = _jobs(genome_dir, [genome(), genome(sleep_s=60.0)])
+    pool.submit(first)
+    assert pool.wait(120.0)[0].outcome.state is EvalState.COMPLETE
+    pool.submit(second)
+    deadline = time.monotonic() + 60
+    log = genome_dir / "g0002.log"
+    while not (log.is_file() and "warm True" in log.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.2)  # the second genome is running, warm
+    pool.close()
+    assert _processes_in(genome_dir) == []
+    assert not list(genome_dir.glob("*.work")) and not list(genome_dir.glob("_warm*"))
+    assert "warm True seed 42" in (genome_dir / "g0002.log").read_text()
+
+
+# A genome that says its training is over (any genome can print the line), so that its slot
+# starts the next genome's interpreter, then looks for that interpreter's workspace.
+SNOOP = f"""\
+import sys, time
+print({EXPORT_STARTED!r}, flush=True)
+time.sleep(6.0)
+try:
+    import os as _o
+    print("beside me:", sorted(_o.listdir(_o.path.dirname(_o.getcwd()))), flush=True)
+except OSError as exc:
+    print("beside me: unreadable", exc, flush=True)
+print("---")
+print("val_bpb: 1.5")
+"""
+
+
+@pytest.mark.parametrize("sandbox", ["bwrap", "none"])
+def test_a_running_genome_cannot_see_the_next_genomes_held_workspace(tmp_path, sandbox):
+    setup = _setup(tmp_path, sandbox)
+    genome_dir = tmp_path / "genomes"
+    genome_dir.mkdir()
+    pool = LocalPool(setup, [Placement("cpu")], genome_dir)
+    try:
+        pool.submit(_jobs(genome_dir, [SNOOP])[0])
+        (finished,) = pool.wait(120.0)
+        assert finished.outcome is not None and finished.outcome.state is EvalState.COMPLETE, finished.outcome
+    finally:
+        pool.close()
+    seen = next(line for line in (genome_dir / "g0001.log").read_text().splitlines() if line.startswith("beside me:"))
+    # unconfined (the control) it sees the held workspace; sandboxed the genomes' folder is hidden
+    assert ("_warm" in seen) is (sandbox == "none"), seen

@@ -20,11 +20,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from evo import genome as genome_files
-from evo.evaluation import EvaluationSetup, HarnessChangedError, Placement, evaluate_genome, start_warm
+from evo.evaluation import EvaluationSetup, Placement, evaluate_genome, start_warm
 from evo.runner import Tick
 from evo.sandbox import gpu_identity
 from evo.warm_start import WarmStart
 from evo.workers.base import EvaluationJob, Finished, Running, TickCallback
+
+_WARM_NAMES = itertools.count()  # warm starts of this process: <genome_dir>/_warm<pid>-<n>.work
 
 
 class _Stopped(BaseException):
@@ -108,7 +110,6 @@ class LocalPool:
         self._stop = threading.Event()
         self._warm: dict[str, WarmStart] = {}  # placement name -> its next genome's interpreter
         self._warm_lock = threading.Lock()
-        self._warm_names = itertools.count()
 
     @property
     def slots(self) -> int:
@@ -145,12 +146,12 @@ class LocalPool:
                 self.on_tick(placement.name, t)
 
         with self._warm_lock:
-            started = self._warm.pop(placement.name, None)
+            held = self._warm.pop(placement.name, None)
         try:
             outcome = evaluate_genome(
                 self.setup, job.code, genome_files.workspace_path(self.genome_dir, job.genome_id), job.log_path,
                 job.env, hard_limit_s=job.hard_limit_s, scoring_limit=job.scoring_limit_s, on_tick=tick,
-                placement=placement, keep_compile_cache=job.seed, started=started,
+                placement=placement, keep_compile_cache=job.seed, started=held,
                 on_training_over=lambda: self._start_warm(placement),
             )
             result = Finished(job, placement.name, outcome, None, started, time.monotonic())
@@ -159,18 +160,19 @@ class LocalPool:
         self._done.put(result)
 
     def _start_warm(self, placement: Placement) -> None:
-        """Start the slot's next genome interpreter, unless it has one or the pool is closing."""
+        """Start the slot's next genome interpreter, unless it has one or the pool is closing
+        (called from the slot's job and genome threads; returns at once)."""
         if not self.setup.warm_start:
             return
         with self._warm_lock:
             if self._stop.is_set() or placement.name in self._warm:
                 return
-            name = f"{genome_files.WARM_PREFIX}{next(self._warm_names)}"
+            name = f"{genome_files.WARM_PREFIX}{os.getpid()}-{next(_WARM_NAMES)}"
             try:
                 self._warm[placement.name] = start_warm(
                     self.setup, self.genome_dir / f"{name}.work", self.genome_dir / f"{name}.log", placement)
-            except (HarnessChangedError, OSError):
-                pass  # the next job starts cold and meets the same problem, where it is reported
+            except RuntimeError:  # no thread could be started: the next job starts cold
+                pass
 
     def wait(self, timeout_s: float) -> list[Finished]:
         try:
