@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from evo.archive import Archive  # noqa: E402
+from evo.records import EvalState  # noqa: E402
 
 
 def run_once(folder: Path, warm: bool, args: argparse.Namespace) -> dict:
@@ -64,7 +65,7 @@ def run_once(folder: Path, warm: bool, args: argparse.Namespace) -> dict:
     split = archive.time_split(record.run)
     evaluations = archive.evaluations(record.run, metrics=("total_seconds",))
     outside = [e.wall_s - e.metrics["total_seconds"] for e in evaluations
-               if e.state.value == "COMPLETE" and e.wall_s is not None and e.metrics.get("total_seconds") is not None]
+               if e.state is EvalState.COMPLETE and e.wall_s is not None and e.metrics.get("total_seconds") is not None]
     (device, count, training_s, span_s, gap_s, _gap_max), *_ = archive.duty_cycle(record.run)
     return {"wall": split.wall_s, "startup": split.startup_s, "outside": statistics.median(outside),
             "gap": gap_s, "duty": training_s / span_s if span_s else float("nan"),

@@ -32,10 +32,10 @@ from pathlib import Path
 
 from evo import compile_cache
 from evo.genome import remove_tree
-from evo.limits import Confinement, ProcessLimits
+from evo.limits import ProcessLimits
 from evo.metrics import classify, parse_summary, tail
 from evo.records import EvalState, FailureKind, Outcome
-from evo.runner import ProcessResult, Tick, run_process
+from evo.runner import ProcessResult, Tick
 from evo.sandbox import Sandbox, SandboxSpec, allowed_environment
 from evo.warm_evaluator import EXPORT_STARTED, WarmEvaluator
 from evo.warm_start import WarmStart, WarmStartLost, takes
@@ -312,9 +312,8 @@ def _run_genome(
         except WarmStartLost:  # nothing of the genome ran: run it cold, in the same workspace
             started.close(remove_workspace=False)
     spec = _genome_spec(setup, workspace, genome_env, placement)
-    with Confinement(setup.limits) as confinement:
-        argv = confinement.command(setup.python, setup.sandbox.command([setup.python, "train.py"], spec), placement.cpus)
-        return run_process(argv, log_path, workspace, genome_env, limit_s, ticked, on_exit=confinement.kill_all)
+    return setup.sandbox.run([setup.python, "train.py"], spec, setup.limits, setup.python, placement.cpus, log_path,
+                             limit_s, ticked)
 
 
 def _judge(

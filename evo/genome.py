@@ -117,7 +117,7 @@ def log_path(genome_dir: Path, genome_id: str, attempt: int) -> Path:
     return genome_dir / f"{genome_id}{suffix}"
 
 
-WARM_PREFIX = "_warm"  # a slot's warm start (evo.warm_start): <genome_dir>/_warmN.work and _warmN.log
+WARM_PREFIX = "_warm"  # a slot's warm start (evo.warm_start): <genome_dir>/_warm<pid>-<n>.work and .log
 
 
 def workspace_path(genome_dir: Path, genome_id: str) -> Path:

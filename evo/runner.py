@@ -214,8 +214,8 @@ def run_process(
             e.g. to kill what it left in its cgroup.
         gate: hold the process (its stdin a pipe) until the gate is released, then write
             the gate's message and close its stdin; ``wall_limit_s`` (or the gate's) and
-            ``wall_s`` count from the release. A cancelled gate kills it (``timed_out`` false; ``wall_s`` 0 when it
-            was still held).
+            ``wall_s`` count from the release. A cancelled gate kills it (``timed_out``
+            false; ``wall_s`` 0 when it was still held).
 
     Returns:
         The :class:`ProcessResult`.

@@ -30,11 +30,13 @@ import shutil
 import site
 import subprocess
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from evo.config import SANDBOX_MODES
+from evo.limits import Confinement, ProcessLimits
+from evo.runner import Gate, ProcessResult, Tick, run_process
 
 # Environment variables a genome inherits from evo's own environment (exact names, then
 # prefixes). Nothing else: in particular no *_KEY, *_TOKEN or *_SECRET.
@@ -151,6 +153,21 @@ class Sandbox:
         if not self.isolated:
             return list(argv)
         return [self.binary or "bwrap", *bwrap_arguments(spec), "--", *argv]
+
+    def run(
+        self, argv: Sequence[str], spec: SandboxSpec, limits: ProcessLimits, python: str, cpus: Sequence[int],
+        log_file: Path, wall_limit_s: float, on_tick: Callable[[Tick], None] | None = None,
+        gate: Gate | None = None,
+    ) -> ProcessResult:
+        """Run ``argv`` wrapped by :meth:`command`, under ``limits`` (its own cgroup, else
+        rlimits; launched by ``python -m evo.confine``), pinned to ``cpus``, in
+        ``spec.workdir`` with ``spec.env``, through :func:`evo.runner.run_process` (whose
+        arguments and exceptions these are); what it left in its cgroup is killed before
+        this returns."""
+        with Confinement(limits) as confinement:
+            wrapped = confinement.command(python, self.command(argv, spec), cpus)
+            return run_process(wrapped, log_file, spec.workdir, spec.env, wall_limit_s, on_tick,
+                               on_exit=confinement.kill_all, gate=gate)
 
 
 def bwrap_arguments(spec: SandboxSpec) -> list[str]:

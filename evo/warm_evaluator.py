@@ -27,9 +27,8 @@ from pathlib import Path
 import evo
 from evo.evaluator import RESULT_PREFIX
 from evo.genome import unlock
-from evo.limits import Confinement
 from evo.metrics import last_error_line
-from evo.runner import Gate, ProcessResult, run_process
+from evo.runner import Gate, ProcessResult
 from evo.sandbox import SandboxSpec, allowed_environment
 
 EVALUATOR_MIN_LIMIT_S = 300.0  # the evaluator's wall-clock limit, from its release
@@ -79,11 +78,9 @@ class WarmEvaluator:
             read_only=(setup.cache_dir, Path(evo.__file__).resolve().parent),
         )
         try:
-            with Confinement(replace(setup.limits, max_file_size_mb=64)) as confinement:
-                command = [setup.python, "-m", "evo.evaluator", "--wait", str(self.harness_dir / INBOX)]
-                argv = confinement.command(setup.python, setup.sandbox.command(command, spec), placement.cpus)
-                self._result = run_process(argv, self.log, self.harness_dir, env, EVALUATOR_MIN_LIMIT_S,
-                                           on_exit=confinement.kill_all, gate=self.gate)
+            command = [setup.python, "-m", "evo.evaluator", "--wait", str(self.harness_dir / INBOX)]
+            self._result = setup.sandbox.run(command, spec, replace(setup.limits, max_file_size_mb=64), setup.python,
+                                             placement.cpus, self.log, EVALUATOR_MIN_LIMIT_S, gate=self.gate)
         except BaseException as exc:  # noqa: BLE001  (re-raised in the engine's thread by score())
             self._error = exc
 

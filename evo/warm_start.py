@@ -44,8 +44,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from evo.genome import remove_tree
-from evo.limits import Confinement
-from evo.runner import TAIL_BYTES, Gate, ProcessResult, Tick, run_process
+from evo.runner import TAIL_BYTES, Gate, ProcessResult, Tick
 from evo.sandbox import SandboxSpec
 
 MODULES = ("numpy", "tiktoken", "torch")  # what the harness and every genome import
@@ -125,11 +124,9 @@ class WarmStart:
             spec, env = self._prepare()
             if self.gate.cancelled:
                 return
-            with Confinement(self.setup.limits) as confinement:
-                argv = confinement.command(self.setup.python, self.setup.sandbox.command(command, spec),
-                                           self.placement.cpus)
-                self._result = run_process(argv, self.log_path, self.workspace, env, RELEASED_LIMIT_S, self._tick,
-                                           on_exit=confinement.kill_all, gate=self.gate)
+            self._result = self.setup.sandbox.run(command, spec, self.setup.limits, self.setup.python,
+                                                  self.placement.cpus, self.log_path, RELEASED_LIMIT_S, self._tick,
+                                                  gate=self.gate)
         except BaseException as exc:  # noqa: BLE001  (re-raised in the evaluation's thread by run())
             self._error = exc
 
