@@ -12,9 +12,9 @@ import pytest
 from fake_run import build_fake_run
 
 from evo.cli import main
+from evo.lineage_layout import layout
 from evo.plot import HEIGHT_PX, WIDTH_PX
 from evo.results import best
-from evo.viewer import layout
 
 
 @pytest.fixture(scope="module")
