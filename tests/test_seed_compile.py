@@ -81,3 +81,49 @@ def test_a_failed_compile_on_cuda_is_an_error_not_a_silent_fallback():
     # the block masks are built (flex on) before compilation, not lazily inside the traced graph
     assert block.index("model.use_flex = any(") < block.index("model.window_masks(MAX_SEQ_LEN, device)")
     assert 'print(f"compiled: {int(run.train_model is not run.model)}")' in source  # the summary says so
+
+
+# ---------------------------------------------------------------------------- on a GPU
+# Skipped without CUDA (CI, this project's machines); benchmarks/gpu_lease.sh runs them on a
+# lent GPU: the compiled FlexAttention kernel, not the CPU reference, against the dense mask.
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.gpu
+@CUDA
+@pytest.mark.parametrize("seq_len, window", [(2048, 1024), (1000, 333)])
+def test_compiled_flex_attention_on_cuda_equals_the_dense_masked_reference(seq_len, window):
+    from torch.nn.attention.flex_attention import flex_attention
+
+    gpu = torch.device("cuda")
+    gen = torch.Generator(device=gpu).manual_seed(0)
+    q, k, v = (torch.randn(2, 4, seq_len, 64, device=gpu, dtype=torch.bfloat16, generator=gen) for _ in range(3))
+    dense = seed.windowed_attention(q.float(), k.float(), v.float(), seed.sliding_window_mask(seq_len, window, gpu))
+    flex = torch.compile(flex_attention, fullgraph=True)(q, k, v, block_mask=seed.sliding_window_block_mask(seq_len, window, gpu))
+    rel = (flex.float() - dense).norm() / dense.norm()
+    assert torch.isfinite(flex).all() and rel < 1e-2, float(rel)  # bf16 operands: 1e-3..1e-2
+
+
+@pytest.mark.gpu
+@CUDA
+def test_the_model_compiles_with_inductor_on_cuda_as_one_graph_without_recompiling():
+    import torch._dynamo
+
+    gpu = torch.device("cuda")
+    torch._dynamo.reset()
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        model = _model().to(gpu)
+        model.use_flex = True
+        model.window_masks(128, gpu)  # built before compilation, as the seed does
+        compiled = torch.compile(model, fullgraph=True)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        for step in range(3):
+            idx, targets = (torch.randint(0, 512, (2, 128), device=gpu) for _ in range(2))
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                loss = compiled(idx, targets)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            assert torch.isfinite(loss), step
+    torch._dynamo.reset()
