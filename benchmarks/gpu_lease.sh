@@ -43,7 +43,7 @@ WARM_EVALS=${WARM_EVALS:-3}
 DEADLINE_S=${DEADLINE_S:-570}
 OUT=${OUT:-$PWD/.device/out}
 mkdir -p "$OUT"
-export EVO_CACHE_DIR=${EVO_CACHE_DIR:-$OUT/cache}
+export EVO_CACHE_DIR=${EVO_CACHE_DIR:-$PWD/.device/cache}  # data and tokenizer: not sent back with $OUT
 STAGES=("$@")
 [ ${#STAGES[@]} -eq 0 ] && STAGES=(check side warm)
 AUTORESEARCH=.device/autoresearch/train.py
