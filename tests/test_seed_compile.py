@@ -51,27 +51,32 @@ def test_the_model_with_flex_windows_gives_the_dense_models_logits():
     torch.testing.assert_close(flex, dense, atol=1e-5, rtol=1e-5)
 
 
-def test_the_model_compiles_as_one_graph_without_recompiling_across_steps():
-    """fullgraph=True fails on any graph break; error_on_recompile on any recompilation.
-    (aot_eager: the graph capture and autograd of Inductor without its code generation,
-    which on CPU would take minutes of the suite.)"""
+def _three_steps_as_one_graph(model: seed.GPT, device: torch.device, **compile_kwargs) -> None:
+    """Compile with fullgraph=True (fails on any graph break) under error_on_recompile (fails
+    on any recompilation) and take three training steps; each loss must be finite."""
     import torch._dynamo
 
     torch._dynamo.reset()
     # config.patch, not monkeypatch: monkeypatch's undo deletes the option from dynamo's
     # config module, and every later dynamo call in this process fails on it
     with torch._dynamo.config.patch(error_on_recompile=True):
-        model = _model()
-        compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+        compiled = torch.compile(model, fullgraph=True, **compile_kwargs)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
         for step in range(3):
-            idx, targets = torch.randint(0, 512, (2, 128)), torch.randint(0, 512, (2, 128))
-            loss = compiled(idx, targets)
+            idx, targets = (torch.randint(0, 512, (2, 128), device=device) for _ in range(2))
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                loss = compiled(idx, targets)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             assert torch.isfinite(loss), step
     torch._dynamo.reset()
+
+
+def test_the_model_compiles_as_one_graph_without_recompiling_across_steps():
+    """aot_eager: the graph capture and autograd of Inductor without its code generation,
+    which on CPU would take minutes of the suite."""
+    _three_steps_as_one_graph(_model(), CPU, backend="aot_eager")
 
 
 def test_a_failed_compile_on_cuda_is_an_error_not_a_silent_fallback():
@@ -108,22 +113,8 @@ def test_compiled_flex_attention_on_cuda_equals_the_dense_masked_reference(seq_l
 @pytest.mark.gpu
 @CUDA
 def test_the_model_compiles_with_inductor_on_cuda_as_one_graph_without_recompiling():
-    import torch._dynamo
-
     gpu = torch.device("cuda")
-    torch._dynamo.reset()
-    with torch._dynamo.config.patch(error_on_recompile=True):
-        model = _model().to(gpu)
-        model.use_flex = True
-        model.window_masks(128, gpu)  # built before compilation, as the seed does
-        compiled = torch.compile(model, fullgraph=True)
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-        for step in range(3):
-            idx, targets = (torch.randint(0, 512, (2, 128), device=gpu) for _ in range(2))
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                loss = compiled(idx, targets)
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            assert torch.isfinite(loss), step
-    torch._dynamo.reset()
+    model = _model().to(gpu)
+    model.use_flex = True
+    model.window_masks(128, gpu)  # built before compilation, as the seed does
+    _three_steps_as_one_graph(model, gpu)
