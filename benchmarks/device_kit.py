@@ -51,11 +51,15 @@ def normalize(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+def requirement_name(requirement: str) -> str:
+    """The normalized package name of a requirement string (``"duckdb>=1.1"`` -> ``duckdb``)."""
+    return normalize(re.split(r"[<>=!~ ;\[]", requirement, maxsplit=1)[0])
+
+
 def requirements() -> list[str]:
     """evo's dependencies as installed here (pyproject.toml's, extras aside), torch left out
     (the image's own is used)."""
-    return [r for r in requires("evo") or () if "extra ==" not in r
-            and normalize(re.split(r"[<>=!~ ;\[]", r, maxsplit=1)[0]) != "torch"]
+    return [r for r in requires("evo") or () if "extra ==" not in r and requirement_name(r) != "torch"]
 
 
 def _target_args(python_version: str) -> list[str]:

@@ -4,8 +4,8 @@ The page is one file: the template ``evo/viewer.html`` (its own small SVG render
 library and no network) with the run's data embedded as JSON (see :func:`render_html`).
 The layout is computed in Python (:mod:`evo.lineage_layout`: one row per generation,
 nodes ordered by the barycenter heuristic to reduce edge crossings), with the colour scale
-and the best genome's ancestry; the browser draws only the genomes in view, so that a run of 100,000
-genomes stays responsive.
+and the best genome's ancestry; the browser draws only the genomes in view, so that a run
+of 100,000 genomes stays responsive.
 
 Per genome the page holds id, generation, operator, description (what changed), state and
 failure kind, val_bpb (mean, std, n) and parents. The details shown on a click (the last

