@@ -52,18 +52,14 @@ from functools import partial
 from evo import genome as genome_files
 from evo.breeding import Breeder, Child, ChildPlan, EngineError, NoChildError
 from evo.config import SEED_OVERRIDES, RunConfig
-from evo.credit import constant_weights, operator_credit, operator_weights
+from evo.credit import operator_credit, operator_weights
+from evo.operator_context import ContextBuilder
 from evo.operators import Context, MutationOperator
 from evo.operators.cst_tools import describe_change, read_constants, set_constants
-from evo.operators.optuna_sampler import cached_constants
 from evo.proposals import ProposalPool
 from evo.racing import race_replicate
 from evo.results import GenomeResult
 from evo.state import RunState
-
-CONTEXT_BEST = 128  # operators learn from the best and the latest COMPLETE genomes:
-CONTEXT_RECENT = 128  # bounded, so a proposal costs the same at 100 and at 100k genomes
-CONTEXT_FAILED = 64  # and the latest failed genomes (the optuna operator learns where the cliffs are)
 
 __all__ = ["Birth", "Child", "ChildPlan", "Due", "EngineError", "NoChildError", "Scheduler", "seed_child"]
 
@@ -129,8 +125,6 @@ class Scheduler:
         self.config = config
         self.operators = operators
         self.profile = profile
-        self.time_budget_s = time_budget_s
-        self.program_md = program_md
         self.seed_code = seed_code
         self.seed_name = seed_name
         self.proposals: ProposalPool[Child] = ProposalPool(config.proposal_workers)
@@ -138,7 +132,7 @@ class Scheduler:
         self._fast = self.breeder.fast
         self._proposed: set[int] = set()  # cohorts whose open births were planned ahead
         self.waiting_for_proposal = False  # the last next() found only slow proposals, none ready
-        self._changed: dict[str, list[str]] = {}  # genome id -> constants it changed from its first parent
+        self._context = ContextBuilder(config.best_replicates, profile, time_budget_s, program_md)
 
     def close(self) -> None:
         self.breeder.close()  # proposals waiting to try again end now
@@ -373,38 +367,5 @@ class Scheduler:
         return Child(child.code, child.operator, child.description, child.parents, generation)
 
     def context(self, state: RunState) -> Context:
-        """What operators may learn from: every genome's verdict, and the sources of the
-        ``CONTEXT_BEST`` best and ``CONTEXT_RECENT`` latest COMPLETE genomes."""
-        chosen = {r.genome_id: r for r in [*state.best(CONTEXT_BEST), *state.latest_complete(CONTEXT_RECENT)]}
-        shown = sorted(chosen.values(), key=lambda r: state.birth_index(r.genome_id))
-        sources = state.sources.get_many(r.genome.source_sha256 for r in shown)
-        failed = state.latest_failed(CONTEXT_FAILED)
-        verdict = state.verdict(self.config.best_replicates)
-        believed = () if verdict.probability is None else tuple(
-            (sources[r.genome.source_sha256], verdict.beliefs[r.genome_id].mean) for r in shown
-            if r.genome_id in verdict.beliefs
-        )
-        return Context(
-            tuple((sources[r.genome.source_sha256], r.val_bpb) for r in shown), tuple(state.results()), self.profile,
-            self.time_budget_s, self.program_md(), constant_weights(self._edits(chosen, sources)), believed,
-            tuple(state.sources.get_many(r.genome.source_sha256 for r in failed).values()),
-        )
-
-    def _edits(self, shown: dict[str, GenomeResult], sources: dict[str, str]) -> list[tuple[list[str], float]]:
-        """(constants changed, gain over the first parent) of each shown child whose first
-        parent is shown too (constants parsed once per source)."""
-        edits = []
-        for r in shown.values():
-            parent = shown.get(r.genome.parents[0]) if r.genome.parents else None
-            if parent is None or r.genome.operator not in ("hyperparam", "optuna"):
-                continue
-            changed = self._changed.get(r.genome_id)
-            if changed is None:
-                child_c = cached_constants(sources[r.genome.source_sha256])
-                parent_c = cached_constants(sources[parent.genome.source_sha256])
-                if child_c is None or parent_c is None:
-                    continue
-                changed = [n for n, c in child_c.items() if n in parent_c and parent_c[n].value != c.value]
-                self._changed[r.genome_id] = changed  # a genome's code never changes: diffed once
-            edits.append((changed, parent.val_bpb - r.val_bpb))
-        return edits
+        """What operators may learn from (:class:`evo.operator_context.ContextBuilder`)."""
+        return self._context(state)
