@@ -17,6 +17,9 @@ Usage:
 that differ only in ``--set`` compare paired. ``--first-repeat N`` starts at repeat N: a
 setting chosen on repeats 0..N-1 is checked on seeds it was not chosen on (the defaults were
 tuned on repeats 0-5, which flatter them). ``--json`` writes every repeat's curve.
+``--oracle`` also prints, at the last checkpoint, the true fitness of the best genome the
+run evaluated at all, and of the best with ``best_replicates`` readings: how much is lost
+in choosing (selection) rather than in what the operators proposed (exploration).
 """
 
 from __future__ import annotations
@@ -99,6 +102,14 @@ def simulate(land: L.Landscape, repeat: int, evaluations: int, keep: dict | None
     return by_evaluation(spent, evaluations)
 
 
+def best_evaluated(land: L.Landscape, state: RunState, sources: dict[str, str], min_readings: int = 1) -> float | None:
+    """The true fitness of the best genome of ``state`` with at least ``min_readings``
+    COMPLETE full-budget readings (held-out ones not counted), ``None`` if there is none:
+    what a perfect choice among what the run evaluated would have given."""
+    trues = [L.true_fitness(land, sources[r.genome.source_sha256]) for r in state.results() if r.n >= min_readings]
+    return min((t for t in trues if t is not None), default=None)
+
+
 def by_evaluation(spent: list[tuple[float, float]], evaluations: int) -> list[float]:
     """Element i: the true fitness after ``i + 1`` evaluations' worth of spending (the last
     reading at or below it; 1.0 before any)."""
@@ -156,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="config.FIELD=VALUE or evo.MODULE.ATTR=VALUE (repeatable; module docstring)")
     p.add_argument("--json", metavar="FILE", help="write {landscape: [curve per repeat]} here")
+    p.add_argument("--oracle", action="store_true",
+                   help="also print the true fitness of the best genome evaluated (at the last checkpoint)")
     args = p.parse_args(argv)
     try:
         overrides = {"screen_fraction": args.screen, "screen_eta": args.eta, **apply_settings(args.set)}
@@ -167,12 +180,20 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.landscapes.split(","):
         land = L.parse_name(name)
         started = time.monotonic()
-        curves = curves_of[name] = [simulate(land, r, max(checkpoints), **overrides) for r in repeats]
+        kept = [{} for _ in repeats]
+        curves = curves_of[name] = [simulate(land, r, max(checkpoints), keep=k, **overrides)
+                                    for r, k in zip(repeats, kept, strict=True)]
         cells = []
         for n in checkpoints:
             xs = [c[min(n, len(c)) - 1] for c in curves]
             se = statistics.stdev(xs) / len(xs) ** 0.5 if len(xs) > 1 else float("nan")
             cells.append(f"@{n} {statistics.fmean(xs):.4f} ± {se:.4f}")
+        if args.oracle:
+            k = overrides.get("best_replicates", RunConfig.best_replicates)
+            for label, least in (("best evaluated", 1), (f"best with >= {k} readings", k)):
+                xs = [best_evaluated(land, x["state"], x["sources"], least) for x in kept]
+                xs = [x for x in xs if x is not None]
+                cells.append(f"{label} {statistics.fmean(xs):.4f}" if xs else f"{label} -")
         print(f"{name:12s} {'  '.join(cells)}   ({time.monotonic() - started:.0f} s)", flush=True)
         if args.json:  # after each landscape, so a stopped run keeps what it finished
             Path(args.json).write_text(json.dumps(curves_of))

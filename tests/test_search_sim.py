@@ -49,3 +49,21 @@ def test_first_repeat_runs_the_later_repeats_themselves(tmp_path):
     import json
 
     assert json.loads(out.read_text()) == {"sphere:0": [search_sim.simulate(L.parse_name("sphere:0"), 2, 12)]}
+
+
+def test_the_oracle_bounds_the_choice_from_below(capsys):
+    """The best genome evaluated is at least as good as the declared best (which the run
+    evaluated, twice), and needing more readings can only make the best evaluated worse."""
+    land = L.parse_name("cliff:0")
+    keep: dict = {}
+    chosen = search_sim.simulate(land, 1, 16, keep=keep)[-1]
+    any_reading = search_sim.best_evaluated(land, keep["state"], keep["sources"], 1)
+    two_readings = search_sim.best_evaluated(land, keep["state"], keep["sources"], 2)
+    assert any_reading is not None and two_readings is not None
+    assert any_reading <= two_readings <= chosen
+    assert search_sim.best_evaluated(land, keep["state"], keep["sources"], 99) is None
+    assert search_sim.main(["--landscapes", "cliff:0", "--first-repeat", "1", "--repeats", "1",
+                            "--evaluations", "16", "--oracle"]) == 0
+    line = capsys.readouterr().out
+    assert f"@16 {chosen:.4f}" in line
+    assert f"best evaluated {any_reading:.4f}" in line and f"best with >= 2 readings {two_readings:.4f}" in line
