@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.landscapes.split(","):
         land = L.parse_name(name)
         started = time.monotonic()
-        kept = [{} for _ in repeats]
+        kept = [{} if args.oracle else None for _ in repeats]  # each run's state, only for --oracle
         curves = curves_of[name] = [simulate(land, r, max(checkpoints), keep=k, **overrides)
                                     for r, k in zip(repeats, kept, strict=True)]
         cells = []
