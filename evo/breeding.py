@@ -39,6 +39,7 @@ from evo.selection import select_parents
 
 RETRY_WAIT_S = (15.0, 240.0)  # an all-slow run's wait between tries of a child: first, longest (s)
 REASON_CHARS = 200  # the longest reason quoted in a retry line
+FAILS_PER_CHILD = 5  # failed tries after which an operator yields a child to the others (while one has fewer)
 
 
 class EngineError(RuntimeError):
@@ -183,12 +184,16 @@ class Breeder:
         """Whether every operator stopped for the run (no child can be made any more)."""
         return all(stopped(op) is not None for op in self.operators.values())
 
-    def choose(self, plan: ChildPlan, attempt: int, tries: Counter[str]) -> tuple[MutationOperator, list[GenomeResult]] | None:
+    def choose(self, plan: ChildPlan, attempt: int, tries: Counter[str],
+               fails: Counter[str] | None = None) -> tuple[MutationOperator, list[GenomeResult]] | None:
         """An operator (by the run's weights) and its parents, or ``None`` when no operator is left.
 
         An operator that stopped for the run is never drawn, and one with
         ``max_tries_per_child`` (the LLM: each try costs money) is not drawn again for
-        this child once it used them.
+        this child once it used them. One that failed ``FAILS_PER_CHILD`` times for this
+        child (``fails``: it skipped, made an invalid genome or a duplicate) is drawn only
+        once every other operator failed as often: an operator the credit weights favour
+        cannot use all of a child's tries on a parent it can do nothing with.
         """
         names = [
             n for n in plan.operators
@@ -196,6 +201,7 @@ class Breeder:
         ]
         if not names:
             return None
+        names = [n for n in names if fails is None or fails[n] < FAILS_PER_CHILD] or names
         weights = plan.weights or self.config.operators
         operator = self.operators[plan.rng.choices(names, weights=[weights[n] for n in names])[0]]
         if plan.cohort == 0:
@@ -216,27 +222,20 @@ class Breeder:
         """
         reasons: list[str] = []
         tries: Counter[str] = Counter()
+        fails: Counter[str] = Counter()
         for attempt in range(self.config.mutation_attempts):
-            choice = first if attempt == 0 and first is not None else self.choose(plan, attempt, tries)
+            choice = first if attempt == 0 and first is not None else self.choose(plan, attempt, tries, fails)
             if choice is None:
                 break
             operator, parents = choice
             tries[operator.name] += 1
             code_parents = [Parent(p.genome_id, plan.sources[p.genome_id], p.val_bpb) for p in parents]
-            result = operator.propose(code_parents, plan.rng, plan.context)
-            if result.status is not Status.OK:
-                reasons.append(f"{operator.name}: {result.reason}")
-                continue
-            try:
-                genome_files.validate(result.code)
-            except genome_files.InvalidGenomeError as exc:
-                reasons.append(f"{operator.name}: {exc}")
-                continue
-            if genome_files.normalized_sha256(result.code) in plan.seen:
-                reasons.append(f"{operator.name}: duplicate of an evaluated genome ({result.description})")
-                continue
-            ids = tuple(dict.fromkeys(p.genome_id for p in parents))
-            return Child(result.code, operator.name, result.description, ids)
+            outcome = self._attempt(operator, code_parents, plan)
+            if isinstance(outcome, Child):
+                ids = tuple(dict.fromkeys(p.genome_id for p in parents))
+                return Child(outcome.code, operator.name, outcome.description, ids)
+            fails[operator.name] += 1
+            reasons.append(f"{operator.name}: {outcome}")
         final = all(stopped(self.operators[n]) is not None for n in plan.operators)
         if final:
             reasons.append("every operator stopped for this run")
@@ -245,6 +244,20 @@ class Breeder:
         raise NoChildError(
             f"no new child after {sum(tries.values())} attempts; last reasons: " + "; ".join(reasons[-3:]), reasons, final
         )
+
+    @staticmethod
+    def _attempt(operator: MutationOperator, parents: list[Parent], plan: ChildPlan) -> Child | str:
+        """One try of ``operator`` on ``parents``: the new child (parents not yet set), or why it failed."""
+        result = operator.propose(parents, plan.rng, plan.context)
+        if result.status is not Status.OK:
+            return str(result.reason)
+        try:
+            genome_files.validate(result.code)
+        except genome_files.InvalidGenomeError as exc:
+            return str(exc)
+        if genome_files.normalized_sha256(result.code) in plan.seen:
+            return f"duplicate of an evaluated genome ({result.description})"
+        return Child(result.code, operator.name, result.description, ())
 
     def patient(self, plan: ChildPlan, first: tuple[MutationOperator, list[GenomeResult]] | None = None) -> Child:
         """:meth:`mutate` until it makes a child, for a run whose operators are all slow:
