@@ -104,7 +104,8 @@ class Gate:
 class LogSink:
     """Copies a pipe into a log file with a cap, keeping a bounded tail in memory.
 
-    The first ``max_bytes - tail_bytes`` bytes go to the file as they come; past that only
+    The first ``max_bytes - tail_bytes`` bytes go to the file as they come (flushed at
+    once, so ``tail -f`` shows a running genome's progress); past that only
     the latest ``tail_bytes`` are kept, and :meth:`close` appends a line saying how much
     was dropped, then that tail. Memory use is ``O(tail_bytes)`` whatever is printed.
     """
@@ -129,6 +130,7 @@ class LogSink:
                     room = self.head_limit - self._written
                     if room > 0:
                         self._file.write(chunk[:room])
+                        self._file.flush()  # on disk as it comes: a user follows a running genome's log
                         self._written += min(room, len(chunk))
                     self._tail += chunk
                     if len(self._tail) > self.tail_bytes:

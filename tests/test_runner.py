@@ -82,6 +82,20 @@ def test_a_flood_of_output_is_capped_on_disk_and_in_memory(tmp_path):
     assert len(result.tail) <= 256 * 2**10 and result.tail.rstrip().endswith("val_bpb: 1.5")
 
 
+def test_a_running_process_s_output_is_in_its_log_before_it_ends(tmp_path):
+    read, write = os.pipe()
+    with os.fdopen(read, "rb") as pipe:
+        sink = LogSink(pipe, tmp_path / "l.log")
+        os.write(write, b"step 1/100 loss 4.2\n")  # a line, as a genome prints one; the pipe stays open
+        deadline = time.monotonic() + 10.0
+        while b"step 1/100" not in (tmp_path / "l.log").read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        seen = (tmp_path / "l.log").read_bytes()
+        os.close(write)
+        sink.close()
+    assert seen == b"step 1/100 loss 4.2\n"
+
+
 def test_log_sink_keeps_head_and_tail(tmp_path):
     read, write = os.pipe()
     with os.fdopen(read, "rb") as pipe:
