@@ -47,6 +47,9 @@ export EVO_CACHE_DIR=${EVO_CACHE_DIR:-$PWD/.device/cache}  # data and tokenizer:
 STAGES=("$@")
 [ ${#STAGES[@]} -eq 0 ] && STAGES=(check side warm)
 AUTORESEARCH=.device/autoresearch/train.py
+# Some copies of autoresearch's train.py (forks) size the model from the GPU's memory unless
+# told; these pin upstream's shape (depth 8, micro-batch 128). Upstream's own file ignores them.
+export AUTORESEARCH_DEPTH=${AUTORESEARCH_DEPTH:-8} AUTORESEARCH_BATCH_SIZE=${AUTORESEARCH_BATCH_SIZE:-128}
 
 left() { echo $((DEADLINE_S - SECONDS)); }
 

@@ -23,6 +23,7 @@ Writes ``<out>/<name>.log`` and ``<out>/side_by_side.json``, and prints a table.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -111,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         training_s = summary.get("training_seconds") or 0.0
         tokens_m = summary.get("total_tokens_M")
         summary["tokens_per_s"] = tokens_m * 1e6 / training_s if tokens_m and training_s > 0 else None
-        results[name] = {"exit_status": status, "wall_s": round(wall_s, 1), **summary}
+        code = (folder / "train.py").read_bytes()
+        results[name] = {"exit_status": status, "wall_s": round(wall_s, 1), "train_py_sha256": hashlib.sha256(code).hexdigest(),
+                         **summary}
 
     report = {"profile": args.profile, "dataset": dataset, "budget_s": budget, "seed": args.seed, "results": results}
     (args.out / "side_by_side.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
@@ -124,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
             value = results[n].get(key)
             cells.append(f"{value:>16,.6g}" if isinstance(value, float | int) else f"{'-':>16}")
         print(f"{key:18}" + "".join(cells))
+    for n in names:  # which version of each script ran (autoresearch's copies differ: forks, ports)
+        print(f"{n} train.py sha256 {results[n]['train_py_sha256']}")
     print(f"wrote {args.out / 'side_by_side.json'}")
     return 0 if all(r["exit_status"] == 0 and "val_bpb" in r for r in results.values()) else 1
 

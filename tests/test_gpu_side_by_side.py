@@ -4,6 +4,7 @@ imports `kernels`) on the smoke profile and reports both summaries."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import math
@@ -87,6 +88,8 @@ def test_side_by_side_runs_both_scripts_and_reports_their_summaries(tmp_path, mo
     assert seed["exit_status"] == 0 and 0 < seed["val_bpb"] < math.log2(512) and seed["training_seconds"] >= 2.0
     assert seed["tokens_per_s"] == pytest.approx(seed["total_tokens_M"] * 1e6 / seed["training_seconds"])
     assert other["val_bpb"] == 2.5 and other["tokens_per_s"] == pytest.approx(0.6e6 / 2.0)
+    assert other["train_py_sha256"] == hashlib.sha256(FAKE_AUTORESEARCH.encode()).hexdigest()
+    assert f"autoresearch train.py sha256 {other['train_py_sha256']}" in printed
     assert (out / "autoresearch" / "kernels.py").is_file() and (out / "evo_seed.log").is_file()
     table = printed[printed.index("smoke profile, sotu"):]
     assert "evo_seed" in table and "autoresearch" in table and "tokens_per_s" in table
