@@ -48,8 +48,10 @@ STAGES=("$@")
 [ ${#STAGES[@]} -eq 0 ] && STAGES=(check side warm)
 AUTORESEARCH=.device/autoresearch/train.py
 # Some copies of autoresearch's train.py (forks) size the model from the GPU's memory unless
-# told; these pin upstream's shape (depth 8, micro-batch 128). Upstream's own file ignores them.
+# told, and abort past a VRAM limit (8 GiB without pynvml); these pin upstream's shape (depth 8,
+# micro-batch 128) and lift the limit. Upstream's own file ignores them.
 export AUTORESEARCH_DEPTH=${AUTORESEARCH_DEPTH:-8} AUTORESEARCH_BATCH_SIZE=${AUTORESEARCH_BATCH_SIZE:-128}
+export AUTORESEARCH_VRAM_LIMIT=${AUTORESEARCH_VRAM_LIMIT:-1000000}
 
 left() { echo $((DEADLINE_S - SECONDS)); }
 
