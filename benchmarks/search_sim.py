@@ -20,6 +20,9 @@ tuned on repeats 0-5, which flatter them). ``--json`` writes every repeat's curv
 ``--oracle`` also prints, at the last checkpoint, the true fitness of the best genome the
 run evaluated at all, and of the best with ``best_replicates`` readings: how much is lost
 in choosing (selection) rather than in what the operators proposed (exploration).
+``--by-operator`` prints, per mutation operator over all repeats, its children, how many
+were truly better than their first parent, how many failed (past a cliff), and the median
+true gain (parent minus child, bits/byte): which operator's evaluations pay.
 """
 
 from __future__ import annotations
@@ -110,6 +113,26 @@ def best_evaluated(land: L.Landscape, state: RunState, sources: dict[str, str], 
     return min((t for t in trues if t is not None), default=None)
 
 
+def operator_report(land: L.Landscape, state: RunState, sources: dict[str, str]) -> dict[str, list]:
+    """Operator name -> ``[children, truly better than their first parent, failed, gains]`` of
+    the run's children (gains: parent's true fitness minus the child's, bits/byte, for
+    children and parents that did not fail)."""
+    report: dict[str, list] = {}
+    for r in state.results():
+        if not r.genome.parents:
+            continue
+        row = report.setdefault(r.genome.operator, [0, 0, 0, []])
+        child = L.true_fitness(land, sources[r.genome.source_sha256])
+        parent = L.true_fitness(land, sources[state.result(r.genome.parents[0]).genome.source_sha256])
+        row[0] += 1
+        if child is None:
+            row[2] += 1
+        elif parent is not None:
+            row[1] += child < parent - 1e-12
+            row[3].append(parent - child)
+    return report
+
+
 def by_evaluation(spent: list[tuple[float, float]], evaluations: int) -> list[float]:
     """Element i: the true fitness after ``i + 1`` evaluations' worth of spending (the last
     reading at or below it; 1.0 before any)."""
@@ -169,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", metavar="FILE", help="write {landscape: [curve per repeat]} here")
     p.add_argument("--oracle", action="store_true",
                    help="also print the true fitness of the best genome evaluated (at the last checkpoint)")
+    p.add_argument("--by-operator", action="store_true",
+                   help="also print each operator's children: truly better than their parent, failed, median gain")
     args = p.parse_args(argv)
     try:
         overrides = {"screen_fraction": args.screen, "screen_eta": args.eta, **apply_settings(args.set)}
@@ -180,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.landscapes.split(","):
         land = L.parse_name(name)
         started = time.monotonic()
-        kept = [{} if args.oracle else None for _ in repeats]  # each run's state, only for --oracle
+        kept = [{} if args.oracle or args.by_operator else None for _ in repeats]  # each run's state, only if read
         curves = curves_of[name] = [simulate(land, r, max(checkpoints), keep=k, **overrides)
                                     for r, k in zip(repeats, kept, strict=True)]
         cells = []
@@ -195,6 +220,17 @@ def main(argv: list[str] | None = None) -> int:
                 xs = [x for x in xs if x is not None]
                 cells.append(f"{label} {statistics.fmean(xs):.4f}" if xs else f"{label} -")
         print(f"{name:12s} {'  '.join(cells)}   ({time.monotonic() - started:.0f} s)", flush=True)
+        if args.by_operator:
+            rows: dict[str, list] = {}
+            for x in kept:
+                for op, (n, better, failed, gains) in operator_report(land, x["state"], x["sources"]).items():
+                    row = rows.setdefault(op, [0, 0, 0, []])
+                    row[0], row[1], row[2] = row[0] + n, row[1] + better, row[2] + failed
+                    row[3].extend(gains)
+            for op, (n, better, failed, gains) in sorted(rows.items()):
+                median = f"{statistics.median(gains):+.4f}" if gains else "-"
+                print(f"  {op:12s} {n:4d} children, {better:4d} better than their parent, {failed:3d} failed, "
+                      f"median gain {median}", flush=True)
         if args.json:  # after each landscape, so a stopped run keeps what it finished
             Path(args.json).write_text(json.dumps(curves_of))
     return 0

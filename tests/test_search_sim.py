@@ -67,3 +67,20 @@ def test_the_oracle_bounds_the_choice_from_below(capsys):
     line = capsys.readouterr().out
     assert f"@16 {chosen:.4f}" in line
     assert f"best evaluated {any_reading:.4f}" in line and f"best with >= 2 readings {two_readings:.4f}" in line
+
+
+def test_the_operator_report_counts_every_child_once(capsys):
+    """Every genome but the seed is a child of one operator; the better and failed counts are
+    within them, and each non-failed child of a non-failed parent has a gain."""
+    land = L.parse_name("cliff:0")
+    keep: dict = {}
+    search_sim.simulate(land, 0, 16, keep=keep)
+    report = search_sim.operator_report(land, keep["state"], keep["sources"])
+    assert sum(n for n, *_ in report.values()) == len(keep["state"]) - 1
+    for n, better, failed, gains in report.values():
+        assert 0 <= better <= len(gains) <= n - failed
+        assert better == sum(g > 1e-12 for g in gains)
+    assert search_sim.main(["--landscapes", "cliff:0", "--repeats", "1", "--evaluations", "16", "--by-operator"]) == 0
+    printed = capsys.readouterr().out
+    for op, (n, better, failed, _) in report.items():
+        assert f"  {op:12s} {n:4d} children, {better:4d} better than their parent, {failed:3d} failed" in printed
