@@ -229,11 +229,9 @@ class Breeder:
                 break
             operator, parents = choice
             tries[operator.name] += 1
-            code_parents = [Parent(p.genome_id, plan.sources[p.genome_id], p.val_bpb) for p in parents]
-            outcome = self._attempt(operator, code_parents, plan)
+            outcome = self._attempt(operator, parents, plan)
             if isinstance(outcome, Child):
-                ids = tuple(dict.fromkeys(p.genome_id for p in parents))
-                return Child(outcome.code, operator.name, outcome.description, ids)
+                return outcome
             fails[operator.name] += 1
             reasons.append(f"{operator.name}: {outcome}")
         final = all(stopped(self.operators[n]) is not None for n in plan.operators)
@@ -246,9 +244,10 @@ class Breeder:
         )
 
     @staticmethod
-    def _attempt(operator: MutationOperator, parents: list[Parent], plan: ChildPlan) -> Child | str:
-        """One try of ``operator`` on ``parents``: the new child (parents not yet set), or why it failed."""
-        result = operator.propose(parents, plan.rng, plan.context)
+    def _attempt(operator: MutationOperator, parents: list[GenomeResult], plan: ChildPlan) -> Child | str:
+        """One try of ``operator`` on ``parents``: the new child, or why it failed."""
+        code_parents = [Parent(p.genome_id, plan.sources[p.genome_id], p.val_bpb) for p in parents]
+        result = operator.propose(code_parents, plan.rng, plan.context)
         if result.status is not Status.OK:
             return str(result.reason)
         try:
@@ -257,7 +256,7 @@ class Breeder:
             return str(exc)
         if genome_files.normalized_sha256(result.code) in plan.seen:
             return f"duplicate of an evaluated genome ({result.description})"
-        return Child(result.code, operator.name, result.description, ())
+        return Child(result.code, operator.name, result.description, tuple(dict.fromkeys(p.genome_id for p in parents)))
 
     def patient(self, plan: ChildPlan, first: tuple[MutationOperator, list[GenomeResult]] | None = None) -> Child:
         """:meth:`mutate` until it makes a child, for a run whose operators are all slow:

@@ -3,6 +3,7 @@ parents does not use all of the child's tries (evo.breeding.FAILS_PER_CHILD)."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from datetime import datetime
 
@@ -69,5 +70,5 @@ def test_an_operator_left_alone_still_gets_every_try():
     breeder, stuck = _breeder(weights)
     plan = _plan({"stuck": 1.0}, 0)
     with pytest.raises(NoChildError, match="no new child after 20 attempts") as error:
-        breeder.mutate(ChildPlan(**{**plan.__dict__, "operators": ("stuck",)}))
+        breeder.mutate(dataclasses.replace(plan, operators=("stuck",)))
     assert stuck.calls == 20 and not error.value.final
