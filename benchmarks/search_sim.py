@@ -113,23 +113,26 @@ def best_evaluated(land: L.Landscape, state: RunState, sources: dict[str, str], 
     return min((t for t in trues if t is not None), default=None)
 
 
-def operator_report(land: L.Landscape, state: RunState, sources: dict[str, str]) -> dict[str, list]:
+def operator_report(land: L.Landscape, runs: list[dict]) -> dict[str, list]:
     """Operator name -> ``[children, truly better than their first parent, failed, gains]`` of
-    the run's children (gains: parent's true fitness minus the child's, bits/byte, for
-    children and parents that did not fail)."""
+    the children of ``runs`` (each a ``keep`` of :func:`simulate`: its state and sources;
+    gains: parent's true fitness minus the child's, bits/byte, for children and parents
+    that did not fail)."""
     report: dict[str, list] = {}
-    for r in state.results():
-        if not r.genome.parents:
-            continue
-        row = report.setdefault(r.genome.operator, [0, 0, 0, []])
-        child = L.true_fitness(land, sources[r.genome.source_sha256])
-        parent = L.true_fitness(land, sources[state.result(r.genome.parents[0]).genome.source_sha256])
-        row[0] += 1
-        if child is None:
-            row[2] += 1
-        elif parent is not None:
-            row[1] += child < parent - 1e-12
-            row[3].append(parent - child)
+    for run in runs:
+        state, sources = run["state"], run["sources"]
+        for r in state.results():
+            if not r.genome.parents:
+                continue
+            row = report.setdefault(r.genome.operator, [0, 0, 0, []])
+            child = L.true_fitness(land, sources[r.genome.source_sha256])
+            parent = L.true_fitness(land, sources[state.result(r.genome.parents[0]).genome.source_sha256])
+            row[0] += 1
+            if child is None:
+                row[2] += 1
+            elif parent is not None:
+                row[1] += child < parent - 1e-12
+                row[3].append(parent - child)
     return report
 
 
@@ -221,13 +224,7 @@ def main(argv: list[str] | None = None) -> int:
                 cells.append(f"{label} {statistics.fmean(xs):.4f}" if xs else f"{label} -")
         print(f"{name:12s} {'  '.join(cells)}   ({time.monotonic() - started:.0f} s)", flush=True)
         if args.by_operator:
-            rows: dict[str, list] = {}
-            for x in kept:
-                for op, (n, better, failed, gains) in operator_report(land, x["state"], x["sources"]).items():
-                    row = rows.setdefault(op, [0, 0, 0, []])
-                    row[0], row[1], row[2] = row[0] + n, row[1] + better, row[2] + failed
-                    row[3].extend(gains)
-            for op, (n, better, failed, gains) in sorted(rows.items()):
+            for op, (n, better, failed, gains) in sorted(operator_report(land, kept).items()):
                 median = f"{statistics.median(gains):+.4f}" if gains else "-"
                 print(f"  {op:12s} {n:4d} children, {better:4d} better than their parent, {failed:3d} failed, "
                       f"median gain {median}", flush=True)

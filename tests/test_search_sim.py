@@ -75,7 +75,7 @@ def test_the_operator_report_counts_every_child_once(capsys):
     land = L.parse_name("cliff:0")
     keep: dict = {}
     search_sim.simulate(land, 0, 16, keep=keep)
-    report = search_sim.operator_report(land, keep["state"], keep["sources"])
+    report = search_sim.operator_report(land, [keep])
     assert sum(n for n, *_ in report.values()) == len(keep["state"]) - 1
     for n, better, failed, gains in report.values():
         assert 0 <= better <= len(gains) <= n - failed
