@@ -129,7 +129,7 @@ class Engine:
         scheduler = Scheduler(
             self.config, self.operators, self.config.profile, self.time_budget_s,
             lambda: program.read_text(encoding="utf-8") if LLMMutation.name in self.operators and program.is_file() else "",
-            seed_code, self.paths.seed_genome.name, self._notes.put,
+            seed_code, Path(self.config.seed_genome).name, self._notes.put,
         )
         pool = make_pool(self.execution, self.setup, self.genome_dir, self.device, self.reporter.tick)
         ask = True  # whether the scheduler may have something new: after a result or a ready proposal

@@ -117,6 +117,17 @@ def test_interrupt_then_resume_loses_and_duplicates_nothing(tmp_path, fake_genom
     assert rerun[1].log_path.endswith(f".attempt{rerun[1].attempt}.log")
 
 
+def test_the_seed_is_described_by_the_run_s_own_seed_file(tmp_path, fake_genome):
+    paths = Paths.for_project(add_harness(tmp_path))
+    archive = Archive(paths.archive_path)
+    config = RunConfig(run="s", profile="smoke", population=1, generations=1, seed=1, fitness="reported",
+                       seed_genome=str(tmp_path / "elsewhere" / "my_seed.py"))
+    archive.create_run(config, 1.0, tmp_path)
+    Engine(paths, archive, config, 1.0, "cpu", Recorder()).run(fake_genome)
+    (seed,) = [g for g in archive.genomes("s") if g.operator == "seed"]
+    assert seed.description.startswith("seed genome (my_seed.py)"), seed.description
+
+
 def test_generation_zero_without_a_complete_genome_stops_the_run(tmp_path, fake_genome):
     engine, _ = _engine(tmp_path, Recorder(), generations=2, population=2)
     broken = set_constants(fake_genome, {"BEHAVIOUR": "crash"})
