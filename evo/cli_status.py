@@ -177,7 +177,10 @@ def finite_or_none(value: float | None) -> float | None:
 
 
 def running_evaluations(view: StatusView) -> list[tuple[Node, EvaluationRecord, float, float]]:
-    """(genome, evaluation, seconds running, seconds of training budget left) per running evaluation."""
+    """(genome, evaluation, seconds running, seconds of training budget left) per running
+    evaluation; none while no engine runs the run (see :func:`stale_evaluations`)."""
+    if view.engine is None:
+        return []
     out = []
     for node in view.nodes:
         last = view.last(node) if node.state == "RUNNING" else None
@@ -186,6 +189,18 @@ def running_evaluations(view: StatusView) -> list[tuple[Node, EvaluationRecord, 
             budget_s = view.record.time_budget_s * last.fidelity  # a screen's is shorter (evo.screening)
             out.append((node, last, elapsed, max(0.0, budget_s - elapsed)))
     return out
+
+
+def stale_evaluations(view: StatusView) -> list[tuple[Node, EvaluationRecord]]:
+    """Evaluations recorded RUNNING while no engine runs the run: the engine died (kill -9,
+    a crash, a lost machine) before it could mark them; ``evo resume`` runs them again.
+    Held-out evaluations included."""
+    if view.engine is not None:
+        return []
+    stale = [(n, last) for n in view.nodes if n.state == "RUNNING" and (last := view.last(n)) is not None]
+    by_id = {n.genome_id: n for n in view.nodes}
+    stale += [(by_id[e.genome_id], e) for e in view.held_out if e.state is EvalState.RUNNING and e.genome_id in by_id]
+    return stale
 
 
 def llm_summary(calls: Sequence[LLMCallRecord]) -> dict[str, Any] | None:
@@ -229,7 +244,9 @@ def header_lines(view: StatusView) -> list[str]:
                      f"{seed.genome_id if seed else 'g0000'})")
     else:
         lines.append(f"state: {view.state}")
-    counts = Counter(n.state for n in nodes)
+    # RUNNING with no engine: left so by an engine that died (stale_evaluations)
+    counts = Counter(n.state if view.engine is not None or n.state != "RUNNING" else "RUNNING (engine gone)"
+                     for n in nodes)
     lines.append(f"{len(nodes)} genomes in {generations} generation(s) · states: "
                  + (", ".join(f"{state} {k}" for state, k in sorted(counts.items())) or "none yet"))
     screening = screening_summary(view)
@@ -287,7 +304,7 @@ def running_lines(view: StatusView) -> list[str]:
         f"~{left:.0f} s of training budget left · {' '.join(n.description.split())}"
         for n, last, elapsed, left in running_evaluations(view)
     ]
-    for e in view.held_out:
+    for e in view.held_out if view.engine is not None else ():
         if e.state is EvalState.RUNNING:
             elapsed = (view.now - e.started_at).total_seconds() if e.started_at else 0.0
             lines.append(f"  {e.device or '?'}: {e.genome_id} (attempt {e.attempt}) running {elapsed:.0f} s: "
@@ -350,6 +367,11 @@ def render_status(view: StatusView, console: Console, wide: bool = False) -> Non
         console.print(Text(f"running now ({len(running)} slot(s)):"))
         for line in running:
             console.print(Text(line, no_wrap=not wide, overflow="ellipsis"))
+    stale = stale_evaluations(view)
+    if stale:
+        console.print(Text(
+            f"interrupted: the engine stopped during {', '.join(f'{n.genome_id} (attempt {e.attempt})' for n, e in stale)}"
+            f"; `evo resume --run {view.record.run}` runs them again"), crop=not wide)
     best_id = view.best.genome_id if view.best is not None else None
     table, needed = fitted_table(leaderboard_columns(view), console.width, wide, MIN_DESCRIPTION,
                                  [_style(n, best_id) for n in view.shown])

@@ -14,6 +14,7 @@ from evo.cli_status import (
     posterior_of,
     ranked,
     running_evaluations,
+    stale_evaluations,
     screening_summary,
     shares_of,
 )
@@ -42,7 +43,9 @@ def status_json(view: StatusView) -> dict[str, Any]:
     description, state, failure_kind, val_bpb {mean, std, n}, screen_val_bpb: the mean
     COMPLETE screen reading, :mod:`evo.screening`), ``screening`` (fraction, eta, screened,
     promoted; ``None`` when the run does not screen), ``running`` (slot,
-    genome_id, attempt, elapsed_s, budget_left_s), ``slots`` (per device: evaluations,
+    genome_id, attempt, elapsed_s, budget_left_s; empty while no engine runs the run),
+    ``interrupted`` (genome_id, attempt, slot of each evaluation left RUNNING by an engine
+    that died; ``evo resume`` runs them again), ``slots`` (per device: evaluations,
     training_s as the genomes report it, wall_s from the first start to the last finish,
     duty_cycle = training_s / wall_s, idle gaps between evaluations), ``operators`` (name -> children,
     improved, weight: the credit the engine draws operators by, :mod:`evo.credit`, over
@@ -86,6 +89,9 @@ def status_json(view: StatusView) -> dict[str, Any]:
             {"slot": last.device, "genome_id": n.genome_id, "attempt": last.attempt,
              "elapsed_s": round(elapsed, 1), "budget_left_s": round(left, 1)}
             for n, last, elapsed, left in running_evaluations(view)
+        ],
+        "interrupted": [
+            {"genome_id": n.genome_id, "attempt": e.attempt, "slot": e.device} for n, e in stale_evaluations(view)
         ],
         "llm": llm_summary(view.llm_calls),
         "slots": [

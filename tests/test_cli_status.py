@@ -13,6 +13,7 @@ from rich.console import Console
 from evo.archive import Archive
 from evo.cli import main
 from evo.cli_status import load_status, render_status
+from evo.locking import RunLock
 from evo.noise import declared_best
 from evo.operators.cst_tools import set_constants
 from evo.results import best
@@ -152,16 +153,27 @@ def test_running_slots_and_the_rows_left_out_are_shown(tmp_path, capsys):
     ids = add_run(archive, tmp_path, "r", children=1)
     child = archive.add_genome("r", 1, "hyperparam", "LR 0.05 -> 0.06", SEED.replace("0.04", "0.06"), (ids[1],))
     archive.start_evaluation("r", child.genome_id, 42, "cpu:slot1", tmp_path / "x.log")
-    assert main(["status", "--project", str(tmp_path), "--json"]) == 0
-    (slot,) = json.loads(capsys.readouterr().out)["running"]
-    assert (slot["genome_id"], slot["slot"], slot["attempt"]) == (child.genome_id, "cpu:slot1", 1)
-    assert 0 <= slot["elapsed_s"] < 60 and slot["budget_left_s"] <= 1.0
-    assert main(["status", "--project", str(tmp_path), "--top", "1"]) == 0
-    out = capsys.readouterr().out
+    with RunLock(archive.path, "r"):  # an engine runs the run
+        assert main(["status", "--project", str(tmp_path), "--json"]) == 0
+        data = json.loads(capsys.readouterr().out)
+        (slot,) = data["running"]
+        assert (slot["genome_id"], slot["slot"], slot["attempt"]) == (child.genome_id, "cpu:slot1", 1)
+        assert 0 <= slot["elapsed_s"] < 60 and slot["budget_left_s"] <= 1.0 and data["interrupted"] == []
+        assert main(["status", "--project", str(tmp_path), "--top", "1"]) == 0
+        out = capsys.readouterr().out
     assert "running now (1 slot(s)):" in out and f"cpu:slot1: {child.genome_id} (attempt 1) running" in out
     board = out.split("running now")[1].split("#  genome")[1]
     assert re.search(r"^1\s+g0001\s", board, re.M) and "g0000" not in board  # one row, the best
     assert "... 2 more (use --top 0 for all)" in out
+    # the engine died (kill -9) and left the evaluation RUNNING: nothing runs now
+    assert main(["status", "--project", str(tmp_path), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["running"] == [] and data["interrupted"] == [
+        {"genome_id": child.genome_id, "attempt": 1, "slot": "cpu:slot1"}]
+    assert main(["status", "--project", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "running now" not in out and "RUNNING (engine gone) 1" in out
+    assert f"interrupted: the engine stopped during {child.genome_id} (attempt 1); `evo resume --run r`" in out
 
 
 def test_the_top_rows_are_the_first_rows_of_the_whole_ranking():
