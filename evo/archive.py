@@ -26,6 +26,7 @@ cost, outcome). Query them directly with ``duckdb archive/evo.duckdb``.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -120,6 +121,19 @@ class Archive(EvaluationTable, LLMCallTable):
                 "UPDATE runs SET harness_sha256 = ?, evaluator_version = ? WHERE run = ? AND harness_sha256 IS NULL",
                 [harness_sha256, evaluator_version, run],
             )
+
+    def set_run_limits(self, run: str, generations: int | None, max_evaluations: int | None) -> RunRecord:
+        """Store new limits of a run (``evo resume --generations/--max-evaluations``), so that
+        every later resume and view uses them; the rest of its configuration stays frozen.
+
+        Raises:
+            ArchiveError: no such run.
+        """
+        config = RunConfig.from_json(self.get_run(run).config_json)
+        config = dataclasses.replace(config, generations=generations, max_evaluations=max_evaluations)
+        with self._tx() as con:
+            con.execute("UPDATE runs SET config = ? WHERE run = ?", [config.to_json(), run])
+        return self.get_run(run)
 
     def get_run(self, run: str) -> RunRecord:
         """The run called ``run``.

@@ -248,10 +248,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("resume", parents=[common], help="continue a stopped or crashed run",
                        description="Continue a run after Ctrl-C, a crash or kill -9: completed evaluations are kept, "
-                       "an interrupted one is run again, generation numbers continue. Refused while another run "
-                       "of the project is going, unless --allow-concurrent.")
+                       "an interrupted one is run again, generation numbers continue. Without RUN, the most "
+                       "recently created stopped run (see `evo runs`). A finished run continues with a higher "
+                       "--generations or --max-evaluations. Refused while another run of the project is going, "
+                       "unless --allow-concurrent.")
     p.add_argument("run", nargs="?", metavar="RUN", help=POSITIONAL_RUN_HELP)
     p.add_argument("--generations", type=int, default=None, help="new total number of generations (default: as started)")
+    p.add_argument("--max-evaluations", type=int, default=None, metavar="N",
+                   help="new total number of evaluations, replicates included (default: as started); continues a "
+                   "run that reached its limit")
     _slots_options(p)
     p.add_argument("--max-llm-cost", type=float, default=None, metavar="USD",
                    help="new cap on the run's total LLM spend (default: as started)")

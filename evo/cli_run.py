@@ -34,10 +34,12 @@ from evo.harness import (
 )
 from evo.llm.client import API_KEY_ENV, api_key_from_env
 from evo.llm.prices import parse_price, price_for
-from evo.locking import RunLock
+from evo.locking import RunLock, running_engines
 from evo.operators import REGISTRY
 from evo.operators.llm import LLMMutation
 from evo.progress import ConsoleReporter
+from evo.records import RunRecord
+from evo.run_index import RunSummary, run_state
 
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
@@ -159,51 +161,61 @@ def cmd_start(args: argparse.Namespace) -> int:
     if not RUN_NAME.fullmatch(run):
         raise ValueError(f"--run {run!r}: a run name is 1-100 letters, digits, '.', '_' or '-', starting with a "
                          "letter or digit (it names files and folders)")
+    # everything checked before the archive is opened: a mistake leaves no archive behind
+    profiles = load_profiles(paths.prepare_py)
+    device = detect_device()
+    profile = args.profile or ("gpu" if device.startswith("cuda") else "cpu")
+    if profile not in profiles:
+        raise HarnessError(f"prepare.py has no profile {profile!r}")
+    execution = _execution(args, device)
+    dataset = args.dataset or default_dataset(profile)
+    seed_path = Path(args.seed_genome).resolve() if args.seed_genome else paths.seed_genome
+    if not seed_path.is_file():
+        raise HarnessError(f"no seed genome at {seed_path}")
+    seed_code = seed_path.read_text(encoding="utf-8")
+    genome_files.validate(seed_code, str(seed_path))
+    config = RunConfig(
+        run=run, profile=profile, dataset=dataset, population=args.population, generations=args.generations,
+        time_budget_s=args.time_budget, wall_limit_s=args.wall_limit, seed=args.seed, seed_genome=str(seed_path),
+        max_evaluations=args.max_evaluations, noise_replicates=args.noise_replicates,
+        best_replicates=args.best_replicates, held_out_replicates=args.held_out_replicates,
+        screen_fraction=args.screen_fraction, screen_eta=args.screen_eta, selection=args.selection,
+        max_children_per_parent=args.max_children_per_parent, sampler=args.sampler,
+        operators=_parse_operators(args.operators), llm_model=args.llm_model, llm_base_url=args.llm_base_url,
+        llm_price=parse_price(args.llm_price) if args.llm_price else None, max_llm_cost_usd=args.max_llm_cost,
+        llm_rewrite=args.llm_rewrite, llm_timeout_s=args.llm_timeout, proposal_workers=args.proposal_workers,
+        fitness=args.fitness, sandbox=args.sandbox, max_memory_mb=args.max_memory_mb,
+        max_processes=args.max_processes, max_file_size_mb=args.max_file_mb,
+    )
+    run_config = _llm_ready(config, paths)
+    time_budget_s = float(args.time_budget or profiles[profile]["time_budget_s"])
     archive = common.open_archive(paths, read_only=False)
     if run in {r.run for r in archive.list_runs()}:
         raise ArchiveError(f"run {run!r} already exists in {paths.archive_path}; use `evo resume --run {run}`")
     # the lock first: a second engine in the project is refused before anything is prepared or recorded
     with RunLock(paths.archive_path, run, allow_concurrent=args.allow_concurrent):
         _ignore_outputs(paths)
-        profiles = load_profiles(paths.prepare_py)
-        device = detect_device()
-        profile = args.profile or ("gpu" if device.startswith("cuda") else "cpu")
-        if profile not in profiles:
-            raise HarnessError(f"prepare.py has no profile {profile!r}")
-        execution = _execution(args, device)
-        dataset = args.dataset or default_dataset(profile)
-        seed_path = Path(args.seed_genome).resolve() if args.seed_genome else paths.seed_genome
-        if not seed_path.is_file():
-            raise HarnessError(f"no seed genome at {seed_path}")
-        seed_code = seed_path.read_text(encoding="utf-8")
-        genome_files.validate(seed_code, str(seed_path))
-        config = RunConfig(
-            run=run, profile=profile, dataset=dataset, population=args.population, generations=args.generations,
-            time_budget_s=args.time_budget, wall_limit_s=args.wall_limit, seed=args.seed, seed_genome=str(seed_path),
-            max_evaluations=args.max_evaluations, noise_replicates=args.noise_replicates,
-            best_replicates=args.best_replicates, held_out_replicates=args.held_out_replicates,
-            screen_fraction=args.screen_fraction, screen_eta=args.screen_eta, selection=args.selection,
-            max_children_per_parent=args.max_children_per_parent, sampler=args.sampler,
-            operators=_parse_operators(args.operators), llm_model=args.llm_model, llm_base_url=args.llm_base_url,
-            llm_price=parse_price(args.llm_price) if args.llm_price else None, max_llm_cost_usd=args.max_llm_cost,
-            llm_rewrite=args.llm_rewrite, llm_timeout_s=args.llm_timeout, proposal_workers=args.proposal_workers,
-            fitness=args.fitness, sandbox=args.sandbox, max_memory_mb=args.max_memory_mb,
-            max_processes=args.max_processes, max_file_size_mb=args.max_file_mb,
-        )
-        run_config = _llm_ready(config, paths)
-        time_budget_s = float(args.time_budget or profiles[profile]["time_budget_s"])
         console.print(f"preparing data and tokenizer for profile {profile}, dataset {dataset} ...")
         prepare_data(paths.project_dir, profile, dataset)
         warning = corpus_warning(paths.prepare_py, profile, dataset, time_budget_s)
         if warning:
             console.print(f"[yellow]warning:[/] {warning}")
         archive.create_run(config, time_budget_s, paths.project_dir, sha256_file(paths.prepare_py), EVALUATOR_VERSION)
-        gens = f"{config.generations} generations" if config.generations else "generations until Ctrl-C"
         console.print(
-            f"run [bold]{run}[/]: population {config.population}, {gens}, profile {profile} "
+            f"run [bold]{run}[/]: population {config.population}, {_extent(config)}, profile {profile} "
             f"({time_budget_s:g} s per genome) on {device}, {_slots_line(execution)}; archive {paths.archive_path}"
         )
         return _execute(paths, archive, run_config, time_budget_s, device, seed_code, execution)
+
+
+def _extent(config: RunConfig) -> str:
+    """How long the run goes: ``"3 generations"``, ``"at most 64 evaluations"``, ``"until Ctrl-C"``."""
+    limits = []
+    if config.generations:
+        limits.append(f"{config.generations} generations")
+    if config.max_evaluations is not None:
+        limits.append(f"at most {config.max_evaluations} evaluations")
+    return ", ".join(limits) or "generations until Ctrl-C"
 
 
 def _ignore_outputs(paths: Paths) -> None:
@@ -223,11 +235,18 @@ def cmd_resume(args: argparse.Namespace) -> int:
     if not paths.archive_path.exists():
         raise ArchiveError(f"no archive at {paths.archive_path}; start a run with `evo start`")
     archive = common.open_archive(paths, read_only=False)
-    record = common.resolve_run(archive, args.run)
+    summaries = archive.run_summaries()
+    record = common.resolve_run(archive, args.run, summaries) if args.run else _run_to_resume(paths, summaries)
     with RunLock(paths.archive_path, record.run, allow_concurrent=args.allow_concurrent):
         config = RunConfig.from_json(record.config_json)
-        if args.generations is not None:
-            config = dataclasses.replace(config, generations=args.generations)
+        if args.generations is not None or args.max_evaluations is not None:  # new limits, kept for later resumes
+            limits = dataclasses.replace(
+                config, generations=config.generations if args.generations is None else args.generations,
+                max_evaluations=config.max_evaluations if args.max_evaluations is None else args.max_evaluations,
+            )  # checked (RunConfig validates itself) before they are stored
+            record = archive.set_run_limits(record.run, limits.generations, limits.max_evaluations)
+            config = RunConfig.from_json(record.config_json)
+        summary = next(s for s in archive.run_summaries() if s.run == record.run)
         if args.max_llm_cost is not None:
             config = dataclasses.replace(config, max_llm_cost_usd=args.max_llm_cost)
         price = parse_price(args.llm_price) if args.llm_price else None
@@ -246,7 +265,31 @@ def cmd_resume(args: argparse.Namespace) -> int:
             seed_code = Path(config.seed_genome).read_text(encoding="utf-8")
         done = sum(1 for r in common.load_results(archive, record.run) if r.is_finished)
         console.print(f"resuming run [bold]{record.run}[/] ({done} genomes evaluated) on {device}")
-        return _execute(paths, archive, config, record.time_budget_s, device, seed_code, execution)
+        if run_state(summary, engine_running=False) == "finished":
+            console.print(f"run {record.run} has reached its limit ({_extent(config)}): only what the noise-aware "
+                          "rule or the held-out figure still asks for is evaluated; to search on, give a higher "
+                          "--generations or --max-evaluations", highlight=False)
+        code = _execute(paths, archive, config, record.time_budget_s, device, seed_code, execution)
+        added = next(s for s in archive.run_summaries() if s.run == record.run).evaluations - summary.evaluations
+        if code == EXIT_OK and added == 0:
+            console.print(f"nothing was left to evaluate in run {record.run}", highlight=False)
+        return code
+
+
+def _run_to_resume(paths: Paths, summaries: list[RunSummary]) -> RunRecord:
+    """The run ``evo resume`` continues without a name: the most recently created stopped one.
+
+    Raises:
+        ArchiveError: no run is stopped (each is running, finished or failed-seed).
+    """
+    engines = {h.run for h in running_engines(paths.archive_path)}
+    states = {s.run: run_state(s, s.run in engines) for s in summaries}
+    stopped = [s for s in summaries if states[s.run] == "stopped"]
+    if not stopped:
+        listed = ", ".join(f"{run} {state}" for run, state in states.items()) or "none"
+        raise ArchiveError(f"no stopped run to resume (runs: {listed}); name one with --run NAME, with a higher "
+                           "--generations or --max-evaluations for a finished one")
+    return stopped[-1].record
 
 
 def _slots_line(execution: Execution) -> str:

@@ -197,12 +197,15 @@ class RunConfig:
             raise ValueError(f"population must be >= 1, got {self.population}")
         if self.generations is not None and self.generations < 1:
             raise ValueError(f"generations must be >= 1, got {self.generations}")
+        if self.max_evaluations is not None and self.max_evaluations < 1:
+            raise ValueError(f"--max-evaluations must be >= 1 (omit it for no limit), got {self.max_evaluations}")
         if self.time_budget_s is not None and self.time_budget_s <= 0:
             raise ValueError(f"time budget must be > 0 seconds, got {self.time_budget_s}")
         if self.noise_replicates < 1 or self.best_replicates < 1:
-            raise ValueError("noise_replicates and best_replicates must be >= 1")
+            raise ValueError(f"--noise-replicates and --best-replicates must be >= 1, got {self.noise_replicates} and "
+                             f"{self.best_replicates}")
         if self.held_out_replicates < 0:
-            raise ValueError(f"held_out_replicates must be >= 0, got {self.held_out_replicates}")
+            raise ValueError(f"--held-out must be >= 0, got {self.held_out_replicates}")
         if not 0.0 <= self.screen_fraction < 1.0:
             raise ValueError(f"screen fraction must be in [0, 1) (0: no screening), got {self.screen_fraction:g}")
         if self.screen_eta < 2:

@@ -10,6 +10,7 @@ import sys
 import textwrap
 
 import pytest
+from conftest import add_harness
 from test_cli_runs import add_run
 
 from evo.archive import Archive
@@ -78,7 +79,10 @@ def engine(tmp_path, archive_path):
     proc.wait(timeout=30)
 
 
-def test_evo_start_and_resume_are_refused_while_another_engine_runs(tmp_path, archive_path, engine, capsys):
+def test_evo_start_and_resume_are_refused_while_another_engine_runs(tmp_path, archive_path, engine, capsys,
+                                                                   fake_genome):
+    add_harness(tmp_path)
+    (tmp_path / "seed_train.py").write_text(fake_genome)
     assert main(["start", "--project", str(tmp_path), "--run", "beta", "--profile", "smoke"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "'alpha'" in err and f"pid {engine.pid}" in err and "--allow-concurrent" in err

@@ -85,10 +85,21 @@ def test_nothing_is_added_outside_git_or_when_already_ignored(tmp_path):
 
 
 @needs_git
-def test_evo_start_adds_the_outputs_to_gitignore(tmp_path, capsys):
+def test_evo_start_adds_the_outputs_to_gitignore(tmp_path, capsys, monkeypatch, fake_genome):
+    from conftest import add_harness
+
+    from evo.harness import HarnessError
+
     _git("init", "-q", cwd=tmp_path)
-    # no prepare.py: the start stops with one error line, after the .gitignore step
-    assert main(["start", "--project", str(tmp_path), "--run", "r1"]) == 2
+    add_harness(tmp_path)
+    (tmp_path / "seed_train.py").write_text(fake_genome)
+
+    def no_data(*args):
+        raise HarnessError("no data here")
+
+    # the start stops with one error line when it prepares data, after the .gitignore step
+    monkeypatch.setattr("evo.cli_run.prepare_data", no_data)
+    assert main(["start", "--project", str(tmp_path), "--run", "r1", "--profile", "smoke"]) == 2
     captured = capsys.readouterr()
     assert "added /genomes/ and /archive/ to" in captured.out and captured.err.startswith("error:")
     assert (tmp_path / ".gitignore").read_text().endswith("/genomes/\n/archive/\n")

@@ -168,3 +168,64 @@ def test_the_gpu_profile_trains_on_real_data_by_default():
 
     assert default_dataset("gpu") == "climbmix"
     assert default_dataset("cpu") == default_dataset("smoke") == "sotu"
+
+
+def test_a_start_that_fails_its_checks_leaves_no_archive(tmp_path, capsys, fake_genome):
+    from conftest import add_harness
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["start", "--project", str(empty), "--profile", "smoke"]) == 2
+    assert "no harness at" in capsys.readouterr().err
+    assert not (empty / "archive").exists()
+
+    (tmp_path / "project").mkdir()
+    project = add_harness(tmp_path / "project")
+    (project / "seed_train.py").write_text(fake_genome)
+    assert main(["start", "--project", str(project), "--profile", "smoke", "--fitness", "reported",
+                 "--max-evaluations", "0"]) == 2
+    assert "--max-evaluations must be >= 1" in capsys.readouterr().err
+    assert not (project / "archive").exists()
+
+
+@pytest.fixture
+def resumable(tmp_path, monkeypatch):
+    """r1 finished (2 of 2 evaluations), r2 newer and stopped by kill -9 during its seed;
+    the engine itself is replaced by a recorder of the run it is handed."""
+    archive = Archive(tmp_path / "archive" / "evo.duckdb")
+    add_run(archive, tmp_path, "r1", children=1, max_evaluations=2)
+    archive.create_run(RunConfig(run="r2", profile="smoke", fitness="reported"), 1.0, tmp_path)
+    seed = archive.add_genome("r2", 0, "seed", "seed genome (seed_train.py)", SEED)
+    archive.start_evaluation("r2", seed.genome_id, 42, "cpu", tmp_path / "r2.log")  # left RUNNING
+    handed: list[RunConfig] = []
+    monkeypatch.setattr("evo.cli_run.prepare_data", lambda *args: None)
+    monkeypatch.setattr("evo.cli_run._execute", lambda paths, archive, config, *args: handed.append(config) or 0)
+    return tmp_path, archive, handed
+
+
+def test_resume_without_a_name_continues_the_latest_stopped_run(resumable, capsys):
+    project, archive, handed = resumable
+    assert main(["resume", "--project", str(project)]) == 0
+    assert [c.run for c in handed] == ["r2"]  # not r1, the views' default: it is finished
+    assert "resuming run r2" in capsys.readouterr().out
+
+
+def test_resuming_a_finished_run_says_so_and_a_new_limit_is_kept(resumable, capsys):
+    project, archive, handed = resumable
+    assert main(["resume", "--project", str(project), "--run", "r1"]) == 0
+    out = capsys.readouterr().out
+    assert "r1 has reached its limit (at most 2 evaluations)" in out and "nothing was left to evaluate in run r1" in out
+    assert main(["resume", "--project", str(project), "--run", "r1", "--max-evaluations", "10"]) == 0
+    assert "reached its limit" not in capsys.readouterr().out and handed[-1].max_evaluations == 10
+    # kept: a later resume without the flag goes on to 10, and evo runs no longer calls r1 finished
+    assert RunConfig.from_json(Archive(archive.path, read_only=True).get_run("r1").config_json).max_evaluations == 10
+    assert main(["runs", "--project", str(project), "--json"]) == 0
+    assert {r["name"]: r["state"] for r in _json(capsys)}["r1"] == "stopped"
+    assert main(["resume", "--project", str(project), "--run", "r1", "--max-evaluations", "0"]) == 2
+    assert "--max-evaluations must be >= 1" in capsys.readouterr().err
+
+
+def test_resume_without_a_name_and_no_stopped_run_names_the_states(project, capsys):
+    assert main(["resume", "--project", str(project)]) == 2
+    err = capsys.readouterr().err
+    assert "no stopped run to resume (runs: good finished, broken failed-seed)" in err

@@ -45,7 +45,7 @@ def test_the_reserve_is_kept_only_in_a_run_long_enough_for_it():
     assert RunConfig(run="r", profile="smoke", max_evaluations=7).held_out_reserve() == 0  # more than a quarter of the run
     assert RunConfig(run="r", profile="smoke", max_evaluations=160, held_out_replicates=0).held_out_reserve() == 0
     assert RunConfig(run="r", profile="smoke").held_out_reserve() == 0  # no limit: nothing to keep
-    with pytest.raises(ValueError, match="held_out_replicates"):
+    with pytest.raises(ValueError, match="--held-out must be >= 0"):
         RunConfig(run="r", profile="smoke", held_out_replicates=-1)
 
 
