@@ -305,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--best", action="store_true",
                        help="the run's declared best: the lowest val_bpb that held up over its replicates (default)")
     which.add_argument("--genome", default=None, metavar="ID", help="a genome id, e.g. g0007")
+    p.add_argument("genome_pos", nargs="?", metavar="GENOME", help="a genome id, as --genome")
     p.add_argument("-o", "--output", default="train.py", metavar="FILE", help="output file (default: train.py)")
     p.add_argument("--results-tsv", default=None, metavar="FILE",
                    help="instead of a train.py, write the run as autoresearch's results.tsv "

@@ -284,7 +284,8 @@ def header_lines(view: StatusView) -> list[str]:
                      f"spend ${llm['spend_usd']:.4f}{cap}")
     if view.best is not None:
         b = view.best
-        line = f"declared best: {b.genome_id} val_bpb {b.val_bpb:.6f} ± {b.val_bpb_std:.6f} (n={b.n})"
+        spread = f" ± {b.val_bpb_std:.6f}" if b.n >= 2 else ""  # one reading has no spread, not a spread of 0
+        line = f"declared best: {b.genome_id} val_bpb {b.val_bpb:.6f}{spread} (n={b.n})"
         posterior, p_best = posterior_of(view, b), best_probability(view)
         if posterior is not None and p_best is not None:
             line += f" · posterior {posterior:.6f} · P(best of all evaluated) {p_best:.2f}"

@@ -122,7 +122,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         console.print(f"wrote {args.results_tsv} ({len(rows)} evaluated genomes of run {record.run}, "
                       "autoresearch's results.tsv format)", highlight=False)
         return EXIT_OK
-    genome_id = args.genome
+    if args.genome_pos is not None and (args.best or args.genome not in (None, args.genome_pos)):
+        raise ValueError(f"export one genome: {args.genome_pos} or {'--best' if args.best else args.genome}, not both")
+    genome_id = args.genome or args.genome_pos
     if genome_id is None:
         best = declared_best(load_nodes(archive, record.run), config)  # verdicts aggregated in SQL
         if best is None:
@@ -154,10 +156,18 @@ def _evaluated_seed(result: GenomeResult) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     from evo.plot import plot_progress  # matplotlib is slow to import; only this verb needs it
 
+    from evo.config import RunConfig
+    from evo.lineage import load_nodes
+    from evo.noise import declared_best
+
     archive = open_archive(paths(args))
-    record = resolve_run(archive, args.run)
-    evaluations = archive.evaluations(record.run, metrics=("val_bpb",))
-    points = plot_progress(archive.genomes(record.run), evaluations, record.run, Path(args.output))
+    with archive.reading():
+        record = resolve_run(archive, args.run)
+        evaluations = archive.evaluations(record.run, metrics=("val_bpb",))
+        genomes = archive.genomes(record.run)
+        best = declared_best(load_nodes(archive, record.run), RunConfig.from_json(record.config_json))
+    declared = (best.genome_id, best.val_bpb, best.n) if best is not None else None
+    points = plot_progress(genomes, evaluations, record.run, Path(args.output), declared=declared)
     console.print(f"wrote {args.output} ({len(points)} evaluations of run {record.run})", highlight=False)
     return EXIT_OK
 

@@ -2,9 +2,11 @@
 
 x is the evaluation index (counted evaluations in the order they ran: COMPLETE, FAIL and
 TIMEOUT; interrupted attempts are left out), y is that evaluation's val_bpb. Completed
-evaluations that did not beat the best so far are grey dots, each new best is a green
-dot labelled with its genome's description, the running best is a green step line, and
-failures are red crosses on the top edge. The y axis shows the interesting range (from
+evaluations that did not beat the best so far are grey dots, each new best (a genome's
+first reading below every earlier genome's; a replicate of a genome is never a new best)
+is a green dot labelled with its genome's description, the running best is a green step
+line, and failures are red crosses on the top edge. Single readings carry noise: the title
+also names the run's declared best, as ``evo status`` does. The y axis shows the interesting range (from
 the best to the baseline or the 90th percentile, whichever is higher); worse scores sit
 as grey triangles on the top edge.
 
@@ -39,7 +41,8 @@ class Point:
     Attributes:
         index: 1-based position in evaluation order (the x value).
         val_bpb: its val_bpb, ``None`` for a failure.
-        kept: it set a new best (strictly lower than every earlier val_bpb).
+        kept: it set a new best (a genome's first reading, strictly lower than every
+            earlier kept reading).
         improvement: how much lower than the previous best (0.0 for the baseline).
     """
 
@@ -60,10 +63,12 @@ def progress_points(genomes: Iterable[GenomeRecord], evaluations: Iterable[Evalu
     descriptions = {g.genome_id: g.description for g in genomes}
     points: list[Point] = []
     best: float | None = None
+    seen: set[str] = set()
     counted = sorted((e for e in evaluations if e.state in COUNTED and not e.held_out and not e.is_screen), key=lambda e: e.eval_id)
     for index, e in enumerate(counted, start=1):
         bpb = e.val_bpb if e.state is EvalState.COMPLETE else None
-        kept = bpb is not None and (best is None or bpb < best)
+        kept = bpb is not None and e.genome_id not in seen and (best is None or bpb < best)
+        seen.add(e.genome_id)
         improvement = (best - bpb) if kept and best is not None else 0.0
         if kept:
             best = bpb
@@ -148,9 +153,11 @@ def render_progress(points: Sequence[Point], path: Path, title: str,
         ax.scatter([p.index for p in kept], [p.val_bpb for p in kept], s=36, color="#2ca02c",
                    edgecolors="#145214", linewidths=0.8, label=f"kept: new best ({len(kept)})", zorder=4)
         for p in _labelled(kept, n + 1, bottom, top, 0.9 * width_px, 0.85 * height_px):
-            ax.annotate(_short(f"{p.genome_id} {p.description}"), (p.index, p.val_bpb), xytext=(5, 5),
-                        textcoords="offset points", rotation=22, rotation_mode="anchor", fontsize=7.5,
-                        color="#145214", ha="left", va="bottom", zorder=5, annotation_clip=True)
+            high = (p.val_bpb - bottom) / (top - bottom) > 0.75  # a label rising from there would cross the title
+            ax.annotate(_short(f"{p.genome_id} {p.description}"), (p.index, p.val_bpb), xytext=(5, -5 if high else 5),
+                        textcoords="offset points", rotation=-22 if high else 22, rotation_mode="anchor",
+                        fontsize=7.5, color="#145214", ha="left", va="top" if high else "bottom", zorder=5,
+                        annotation_clip=True)
     if failed:
         ax.scatter([p.index for p in failed], [1.0] * len(failed), marker="x", s=30, color="#d62728",
                    linewidths=1.5, transform=ax.get_xaxis_transform(), clip_on=False, zorder=5,
@@ -163,8 +170,12 @@ def render_progress(points: Sequence[Point], path: Path, title: str,
 
 
 def plot_progress(genomes: Sequence[GenomeRecord], evaluations: Sequence[EvaluationRecord], run: str,
-                  path: Path, width_px: int = WIDTH_PX, height_px: int = HEIGHT_PX) -> list[Point]:
+                  path: Path, width_px: int = WIDTH_PX, height_px: int = HEIGHT_PX,
+                  declared: tuple[str, float, int] | None = None) -> list[Point]:
     """Plot a run's progress to a PNG at ``path``.
+
+    Args:
+        declared: the run's declared best (genome id, mean val_bpb, readings), named in the title.
 
     Returns:
         The plotted points (one per counted evaluation).
@@ -176,6 +187,8 @@ def plot_progress(genomes: Sequence[GenomeRecord], evaluations: Sequence[Evaluat
     kept = [p for p in points if p.kept]
     title = f"run {run}: {len(points)} evaluations, {len(kept)} kept improvements"
     if kept:
-        title += f", best val_bpb {kept[-1].val_bpb:.6f} ({kept[-1].genome_id})"
+        title += f", lowest first reading {kept[-1].val_bpb:.6f} ({kept[-1].genome_id})"
+    if declared is not None:
+        title += f"; declared best {declared[0]}: val_bpb {declared[1]:.6f} over {declared[2]} reading(s)"
     render_progress(points, path, title, width_px, height_px)
     return points

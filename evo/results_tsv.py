@@ -17,8 +17,6 @@ left out, and so are genomes screened and never promoted (``SCREENED``,
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,13 +62,11 @@ def rows(results: Sequence[GenomeResult]) -> list[Row]:
 
 
 def to_tsv(table: Sequence[Row]) -> str:
-    """The TSV text: a header line, then one line per row (``\\n`` line ends)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, delimiter="\t", lineterminator="\n")
-    writer.writerow(COLUMNS)
-    for row in table:
-        writer.writerow((row.commit, row.val_bpb, row.memory_gb, row.status, row.description))
-    return buffer.getvalue()
+    """The TSV text: a header line, then one line per row (``\\n`` line ends), fields as they
+    are, never quoted (as autoresearch's file; no field holds a tab or a line break)."""
+    lines = ["\t".join(COLUMNS)]
+    lines += ["\t".join((row.commit, row.val_bpb, row.memory_gb, row.status, row.description)) for row in table]
+    return "\n".join(lines) + "\n"
 
 
 def write_results_tsv(results: Sequence[GenomeResult], path: Path) -> list[Row]:

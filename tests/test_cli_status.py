@@ -196,3 +196,13 @@ def test_the_top_rows_are_the_first_rows_of_the_whole_ranking():
         n.genome_id for n in nodes if not n.is_complete]
     for top in (1, 30, len([n for n in nodes if n.is_complete]), 299, 300, 500):
         assert ranked(nodes, top) == full[:top]
+
+
+def test_a_declared_best_with_one_reading_shows_no_spread(tmp_path, capsys):
+    from test_cli_runs import add_run
+
+    add_run(Archive(tmp_path / "archive" / "evo.duckdb"), tmp_path, "one", children=1, generations=1, population=2,
+            noise_replicates=1)
+    assert main(["status", "--project", str(tmp_path)]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("declared best:"))
+    assert line == "declared best: g0000 val_bpb 2.000000 (n=1)"  # not "± 0.000000": one reading has no spread

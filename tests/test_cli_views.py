@@ -104,3 +104,10 @@ def test_export_unknown_genome_is_a_clear_error(project, tmp_path, capsys):
     assert captured.err.startswith("error:") and captured.err.count("\n") == 1  # one line, on stderr
     assert "no genome 'g9999'" in captured.err and captured.out == ""
     assert not (tmp_path / "x.py").exists()
+
+
+def test_export_takes_the_genome_as_a_positional_too(project, tmp_path, capsys):
+    assert main(["export", "g0001", "--project", str(project), "-o", str(tmp_path / "a.py")]) == 0
+    assert "genome g0001" in capsys.readouterr().out and (tmp_path / "a.py").is_file()
+    assert main(["export", "g0001", "--best", "--project", str(project), "-o", str(tmp_path / "b.py")]) == 2
+    assert "not both" in capsys.readouterr().err and not (tmp_path / "b.py").exists()

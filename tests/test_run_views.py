@@ -65,6 +65,13 @@ def test_results_tsv_has_one_row_per_evaluated_genome_with_autoresearch_statuses
     assert best_so_far == best(list(results.values())).val_bpb
 
 
+def test_results_tsv_fields_are_written_as_they_are_never_quoted():
+    from evo.results_tsv import Row, to_tsv
+
+    row = Row("g0003", "0.997900", "44.0", "keep", 'WINDOW_PATTERN "SSSL" -> "SL"')
+    assert to_tsv([row]).splitlines()[1] == 'g0003\t0.997900\t44.0\tkeep\tWINDOW_PATTERN "SSSL" -> "SL"'
+
+
 # ---------------------------------------------------------------------------- plot
 
 def test_plot_writes_a_png_of_the_expected_size(fake, tmp_path):
@@ -75,6 +82,24 @@ def test_plot_writes_a_png_of_the_expected_size(fake, tmp_path):
     width, height = struct.unpack(">II", data[16:24])  # the IHDR chunk
     assert (width, height) == (WIDTH_PX, HEIGHT_PX)
     assert len(data) > 20_000  # dots, lines and labels, not an empty canvas
+
+
+def test_a_replicate_is_never_a_new_best_on_the_plot(tmp_path):
+    from test_cli_runs import SEED, _complete, add_run
+
+    from evo.archive import Archive
+    from evo.plot import progress_points
+
+    archive = Archive(tmp_path / "archive" / "evo.duckdb")
+    seed_id, child_id = add_run(archive, tmp_path, "p", children=1)  # readings: seed 2.0, child 1.9
+    ev = archive.start_evaluation("p", seed_id, 43, "cpu", tmp_path / "rep.log")
+    archive.finish_evaluation(ev.eval_id, _complete(1.5))  # the seed's replicate reads lower than anything
+    late = archive.add_genome("p", 1, "hyperparam", "LR 0.04 -> 0.03", SEED.replace("0.04", "0.03"), (seed_id,))
+    ev = archive.start_evaluation("p", late.genome_id, 42, "cpu", tmp_path / "late.log")
+    archive.finish_evaluation(ev.eval_id, _complete(1.8))
+    points = progress_points(archive.genomes("p"), archive.evaluations("p"))
+    assert [(p.genome_id, p.val_bpb, p.kept) for p in points] == [
+        (seed_id, 2.0, True), (child_id, 1.9, True), (seed_id, 1.5, False), (late.genome_id, 1.8, True)]
 
 
 # ---------------------------------------------------------------------------- show
