@@ -27,16 +27,17 @@ cost, outcome). Query them directly with ``duckdb archive/evo.duckdb``.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
 from evo.archive_db import SCHEMA, ArchiveDamagedError, ArchiveError, ArchiveLockedError, Connector, utcnow
 from evo.archive_evaluations import METRIC_COLUMNS, EvaluationTable
 from evo.archive_llm import LLMCallTable
-from evo.config import RunConfig
+from evo.config import RESUME_FIELDS, RunConfig
 from evo.records import GenomeRecord, RunRecord
 from evo.run_index import RunSummary, summary_sql
 
@@ -122,15 +123,20 @@ class Archive(EvaluationTable, LLMCallTable):
                 [harness_sha256, evaluator_version, run],
             )
 
-    def set_run_limits(self, run: str, generations: int | None, max_evaluations: int | None) -> RunRecord:
-        """Store new limits of a run (``evo resume --generations/--max-evaluations``), so that
-        every later resume and view uses them; the rest of its configuration stays frozen.
+    def update_run_config(self, run: str, changes: Mapping[str, Any]) -> RunRecord:
+        """Store what ``evo resume`` changes of a run (new limits, a new LLM model, price,
+        address or cost cap: :data:`RESUME_FIELDS`), so that every later resume and view uses
+        it; the rest of the configuration stays frozen.
 
         Raises:
             ArchiveError: no such run.
+            ValueError: a field ``evo resume`` may not change, or a value
+                :class:`~evo.config.RunConfig` refuses (nothing is stored).
         """
-        config = RunConfig.from_json(self.get_run(run).config_json)
-        config = dataclasses.replace(config, generations=generations, max_evaluations=max_evaluations)
+        unknown = set(changes) - RESUME_FIELDS
+        if unknown:
+            raise ValueError(f"a resume cannot change {', '.join(sorted(unknown))}")
+        config = dataclasses.replace(RunConfig.from_json(self.get_run(run).config_json), **changes)
         with self._tx() as con:
             con.execute("UPDATE runs SET config = ? WHERE run = ?", [config.to_json(), run])
         return self.get_run(run)

@@ -14,6 +14,7 @@ import datetime as dt
 import re
 import signal
 from pathlib import Path
+from typing import Any
 
 from evo import cli_common as common
 from evo import genome as genome_files
@@ -238,25 +239,12 @@ def cmd_resume(args: argparse.Namespace) -> int:
     summaries = archive.run_summaries()
     record = common.resolve_run(archive, args.run, summaries) if args.run else _run_to_resume(paths, summaries)
     with RunLock(paths.archive_path, record.run, allow_concurrent=args.allow_concurrent):
-        config = RunConfig.from_json(record.config_json)
-        if args.generations is not None or args.max_evaluations is not None:  # new limits, kept for later resumes
-            limits = dataclasses.replace(
-                config, generations=config.generations if args.generations is None else args.generations,
-                max_evaluations=config.max_evaluations if args.max_evaluations is None else args.max_evaluations,
-            )  # checked (RunConfig validates itself) before they are stored
-            record = archive.set_run_limits(record.run, limits.generations, limits.max_evaluations)
-            config = RunConfig.from_json(record.config_json)
+        changes = _resume_changes(args)
+        # checked (RunConfig validates itself; the LLM's key, price, program.md) before it is stored
+        config = _llm_ready(dataclasses.replace(RunConfig.from_json(record.config_json), **changes), paths)
+        if changes:  # kept with the run: a later resume goes on with them
+            record = archive.update_run_config(record.run, changes)
         summary = next(s for s in archive.run_summaries() if s.run == record.run)
-        if args.max_llm_cost is not None:
-            config = dataclasses.replace(config, max_llm_cost_usd=args.max_llm_cost)
-        price = parse_price(args.llm_price) if args.llm_price else None
-        if args.llm_model is not None:  # a new model keeps no price of the old one
-            config = dataclasses.replace(config, llm_model=args.llm_model, llm_price=price)
-        elif price is not None:
-            config = dataclasses.replace(config, llm_price=price)
-        if args.llm_base_url is not None:
-            config = dataclasses.replace(config, llm_base_url=args.llm_base_url)
-        config = _llm_ready(config, paths)
         device = detect_device()
         execution = _execution(args, device)
         prepare_data(paths.project_dir, config.profile, config.dataset)
@@ -274,6 +262,25 @@ def cmd_resume(args: argparse.Namespace) -> int:
         if code == EXIT_OK and added == 0:
             console.print(f"nothing was left to evaluate in run {record.run}", highlight=False)
         return code
+
+
+def _resume_changes(args: argparse.Namespace) -> dict[str, Any]:
+    """The run settings ``evo resume`` was given (:data:`evo.config.RESUME_FIELDS`)."""
+    changes: dict[str, Any] = {}
+    if args.generations is not None:
+        changes["generations"] = args.generations
+    if args.max_evaluations is not None:
+        changes["max_evaluations"] = args.max_evaluations
+    if args.max_llm_cost is not None:
+        changes["max_llm_cost_usd"] = args.max_llm_cost
+    price = parse_price(args.llm_price) if args.llm_price else None
+    if args.llm_model is not None:  # a new model keeps no price of the old one
+        changes.update(llm_model=args.llm_model, llm_price=price)
+    elif price is not None:
+        changes["llm_price"] = price
+    if args.llm_base_url is not None:
+        changes["llm_base_url"] = args.llm_base_url
+    return changes
 
 
 def _run_to_resume(paths: Paths, summaries: list[RunSummary]) -> RunRecord:

@@ -13,7 +13,7 @@ A run's state (:func:`run_state`), as ``evo runs`` shows it:
 * ``failed-seed``: the seed genome has no COMPLETE evaluation and a failed one (FAIL or
   TIMEOUT): the search never started;
 * ``finished``: the run reached its end: ``--max-evaluations`` evaluations counted (a
-  screen as its fidelity, :mod:`evo.screening`), or
+  screen as its fidelity, :mod:`evo.screening`; less than one full evaluation left), or
   all ``population x generations`` genomes born and every one evaluated (with the seed's
   noise replicates); a resume may still add a replicate the noise-aware rule asks for,
   or the declared best's held-out evaluations (:mod:`evo.held_out`);
@@ -122,7 +122,8 @@ def run_state(summary: RunSummary, engine_running: bool) -> str:
         return "failed-seed"
     config = RunConfig.from_json(summary.record.config_json)
     if summary.running == 0:
-        if config.max_evaluations is not None and summary.spent >= config.max_evaluations - 1e-9:
+        # the scheduler's rule (Scheduler.out_of_evaluations): less than one full evaluation left
+        if config.max_evaluations is not None and config.max_evaluations - summary.spent < 1.0 - 1e-9:
             return "finished"
         replicates = summary.seed_complete + summary.seed_failed
         seed_done = summary.seed_complete == 0 or replicates >= config.noise_replicates

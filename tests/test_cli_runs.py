@@ -229,3 +229,21 @@ def test_resume_without_a_name_and_no_stopped_run_names_the_states(project, caps
     assert main(["resume", "--project", str(project)]) == 2
     err = capsys.readouterr().err
     assert "no stopped run to resume (runs: good finished, broken failed-seed)" in err
+
+
+def test_a_screened_run_is_finished_once_less_than_one_evaluation_is_left():
+    """Screens count their fraction (evo.screening): the scheduler stops with 5.7 of 6 spent,
+    so evo runs must call the run finished, not stopped."""
+    import datetime as dt
+
+    from evo.records import RunRecord
+    from evo.run_index import RunSummary, run_state
+
+    config = RunConfig(run="s", profile="smoke", max_evaluations=6, screen_fraction=0.34)
+    record = RunRecord("s", dt.datetime(2026, 1, 1), "smoke", "sotu", 1.0, "/p", config.to_json())
+
+    def state(spent: float) -> str:
+        return run_state(RunSummary(record, 5, 9, 0, 0, 2, 0, 7, spent), engine_running=False)
+
+    assert state(5.7) == "finished" and state(6.0) == "finished"
+    assert state(4.9) == "stopped"

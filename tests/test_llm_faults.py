@@ -244,3 +244,5 @@ def test_a_run_stopped_by_an_unknown_model_resumes_with_another_model(key, quick
     models = [c.model for c in archive.llm_calls("r")]
     assert models[0] == "claude-nonexistent-9" and models[-1] == "claude-imaginary-8"
     assert {r["model"] for r in api.requests} == {"claude-nonexistent-9", "claude-imaginary-8"}
+    stored = RunConfig.from_json(archive.get_run("r").config_json)  # a later resume goes on with the new model
+    assert (stored.llm_model, tuple(stored.llm_price), stored.llm_base_url) == ("claude-imaginary-8", (1.0, 2.0), api.url)
