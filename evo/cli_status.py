@@ -305,12 +305,19 @@ def running_lines(view: StatusView) -> list[str]:
         f"~{left:.0f} s of training budget left · {' '.join(n.description.split())}"
         for n, last, elapsed, left in running_evaluations(view)
     ]
-    for e in view.held_out if view.engine is not None else ():
-        if e.state is EvalState.RUNNING:
-            elapsed = (view.now - e.started_at).total_seconds() if e.started_at else 0.0
-            lines.append(f"  {e.device or '?'}: {e.genome_id} (attempt {e.attempt}) running {elapsed:.0f} s: "
-                         "a held-out evaluation of the declared best")
+    for e, elapsed in running_held_out(view):
+        lines.append(f"  {e.device or '?'}: {e.genome_id} (attempt {e.attempt}) running {elapsed:.0f} s: "
+                     "a held-out evaluation of the declared best")
     return lines
+
+
+def running_held_out(view: StatusView) -> list[tuple[EvaluationRecord, float]]:
+    """(evaluation, seconds running) per held-out evaluation running now (:mod:`evo.held_out`);
+    none while no engine runs the run."""
+    if view.engine is None:
+        return []
+    return [(e, (view.now - e.started_at).total_seconds() if e.started_at else 0.0)
+            for e in view.held_out if e.state is EvalState.RUNNING]
 
 
 def leaderboard_columns(view: StatusView) -> list[Column]:

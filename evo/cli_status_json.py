@@ -14,11 +14,13 @@ from evo.cli_status import (
     posterior_of,
     ranked,
     running_evaluations,
+    running_held_out,
     stale_evaluations,
     screening_summary,
     shares_of,
 )
 from evo.credit import OperatorCredit
+from evo.lineage import Node
 from evo.records import TimeSplit
 
 
@@ -26,6 +28,11 @@ def _operators_json(credit: dict[str, OperatorCredit]) -> dict[str, dict[str, An
     shares = shares_of(credit)
     return {name: {"children": c.children, "improved": c.improved, "weight": round(c.weight, 4),
                    "share": round(shares[name], 4)} for name, c in credit.items()}
+
+
+def _spread(node: Node) -> float | None:
+    """The standard deviation of a genome's readings; ``None`` with fewer than 2 (no spread, not 0)."""
+    return finite_or_none(node.val_bpb_std) if node.n >= 2 else None
 
 
 def status_json(view: StatusView) -> dict[str, Any]:
@@ -36,14 +43,15 @@ def status_json(view: StatusView) -> dict[str, Any]:
     engine_pid: ``None`` when no engine runs it), ``states`` (genome state -> count),
     ``noise_floor`` (pooled sigma, the seed's n, df, genomes pooled, sigma_90: its 90%
     interval; ``None`` before any replicate), ``declared_best`` (genome_id, val_bpb,
-    val_bpb_std, n, posterior_mean, p_best: its probability of being the best of every
+    val_bpb_std (null below 2 readings), n, posterior_mean, p_best: its probability of being the best of every
     COMPLETE genome, :mod:`evo.racing`; both ``None`` without a noise floor; held_out:
     {val_bpb, se, n} of its held-out evaluations, :mod:`evo.held_out`, ``None`` without), ``genomes`` in
     creation order (id, rank among COMPLETE genomes, generation, parents, operator,
-    description, state, failure_kind, val_bpb {mean, std, n}, screen_val_bpb: the mean
+    description, state, failure_kind, val_bpb {mean, std (null below 2 readings), n}, screen_val_bpb: the mean
     COMPLETE screen reading, :mod:`evo.screening`), ``screening`` (fraction, eta, screened,
     promoted; ``None`` when the run does not screen), ``running`` (slot,
-    genome_id, attempt, elapsed_s, budget_left_s; empty while no engine runs the run),
+    genome_id, attempt, elapsed_s, budget_left_s, held_out: a held-out evaluation of the
+    declared best; empty while no engine runs the run),
     ``interrupted`` (genome_id, attempt, slot of each evaluation left RUNNING by an engine
     that died; ``evo resume`` runs them again), ``slots`` (per device: evaluations,
     training_s as the genomes report it, wall_s from the first start to the last finish,
@@ -57,7 +65,7 @@ def status_json(view: StatusView) -> dict[str, Any]:
     rank = {n.genome_id: i for i, n in enumerate((n for n in ranked(view.nodes) if n.is_complete), start=1)}
     return {
         "run": {
-            "name": record.run, "created_at": record.created_at.isoformat(), "profile": record.profile,
+            "name": record.run, "created_at": record.created_at.isoformat(timespec="seconds"), "profile": record.profile,
             "dataset": record.dataset, "time_budget_s": record.time_budget_s, "fitness": config.fitness,
             "population": config.population, "generations": config.generations, "state": view.state,
             "engine_pid": view.engine.pid if view.engine else None,
@@ -69,7 +77,7 @@ def status_json(view: StatusView) -> dict[str, Any]:
             "sigma_90": [finite_or_none(noise.low), finite_or_none(noise.high)],
         },
         "declared_best": None if best is None else {
-            "genome_id": best.genome_id, "val_bpb": finite_or_none(best.val_bpb), "val_bpb_std": finite_or_none(best.val_bpb_std),
+            "genome_id": best.genome_id, "val_bpb": finite_or_none(best.val_bpb), "val_bpb_std": _spread(best),
             "n": best.n, "posterior_mean": finite_or_none(posterior_of(view, best)), "p_best": finite_or_none(best_probability(view)),
             "held_out": None if (h := view.held_out_figure) is None else {
                 "val_bpb": finite_or_none(h.val_bpb), "se": finite_or_none(h.se), "n": h.n,
@@ -80,15 +88,19 @@ def status_json(view: StatusView) -> dict[str, Any]:
                 "id": n.genome_id, "rank": rank.get(n.genome_id), "generation": n.generation,
                 "parents": list(n.parents), "operator": n.operator, "description": n.description,
                 "state": n.state, "failure_kind": n.failure_kind,
-                "val_bpb": {"mean": finite_or_none(n.val_bpb), "std": finite_or_none(n.val_bpb_std), "n": n.n},
+                "val_bpb": {"mean": finite_or_none(n.val_bpb), "std": _spread(n), "n": n.n},
                 "screen_val_bpb": finite_or_none(n.screen_bpb),
             }
             for n in view.nodes
         ],
         "running": [
             {"slot": last.device, "genome_id": n.genome_id, "attempt": last.attempt,
-             "elapsed_s": round(elapsed, 1), "budget_left_s": round(left, 1)}
+             "elapsed_s": round(elapsed, 1), "budget_left_s": round(left, 1), "held_out": False}
             for n, last, elapsed, left in running_evaluations(view)
+        ] + [
+            {"slot": e.device, "genome_id": e.genome_id, "attempt": e.attempt, "elapsed_s": round(elapsed, 1),
+             "budget_left_s": round(max(0.0, record.time_budget_s - elapsed), 1), "held_out": True}
+            for e, elapsed in running_held_out(view)
         ],
         "interrupted": [
             {"genome_id": n.genome_id, "attempt": e.attempt, "slot": e.device} for n, e in stale_evaluations(view)

@@ -206,3 +206,22 @@ def test_a_declared_best_with_one_reading_shows_no_spread(tmp_path, capsys):
     assert main(["status", "--project", str(tmp_path)]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("declared best:"))
     assert line == "declared best: g0000 val_bpb 2.000000 (n=1)"  # not "± 0.000000": one reading has no spread
+    assert main(["status", "--project", str(tmp_path), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["declared_best"]["val_bpb_std"] is None and data["genomes"][0]["val_bpb"]["std"] is None
+    assert len(data["run"]["created_at"]) == len("2026-12-03T15:09:34")  # seconds, as evo runs --json
+
+
+def test_a_running_held_out_evaluation_is_a_running_slot_in_the_json(tmp_path, capsys):
+    from test_cli_runs import add_run
+
+    archive = Archive(tmp_path / "archive" / "evo.duckdb")
+    seed_id, _ = add_run(archive, tmp_path, "h", children=1)
+    archive.start_evaluation("h", seed_id, 7, "cpu", tmp_path / "h.log", held_out=True)
+    with RunLock(archive.path, "h"):
+        assert main(["status", "--project", str(tmp_path), "--json"]) == 0
+        (slot,) = json.loads(capsys.readouterr().out)["running"]
+        assert main(["status", "--project", str(tmp_path)]) == 0
+        out = capsys.readouterr().out
+    assert (slot["genome_id"], slot["slot"], slot["held_out"]) == (seed_id, "cpu", True)
+    assert "a held-out evaluation of the declared best" in out  # the text says the same
