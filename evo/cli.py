@@ -265,6 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--llm-base-url", default=None, metavar="URL", help="the Messages API address from now on")
     p.add_argument("--llm-price", default=None, metavar="IN,OUT",
                    help="USD per million input and output tokens of --llm-model, where evo has no price for it")
+    p.add_argument("--sandbox", choices=("auto", "bwrap", "none"), default=None,
+                   help="where genomes run from now on (default: as started); each evaluation records its own")
     p.set_defaults(func=_verb("evo.cli_run", "cmd_resume"))
 
     p = sub.add_parser("runs", parents=[project], help="list the runs of the archive",

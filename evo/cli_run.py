@@ -40,6 +40,7 @@ from evo.operators import REGISTRY
 from evo.operators.llm import LLMMutation
 from evo.progress import ConsoleReporter
 from evo.records import RunRecord
+from evo.sandbox import detect as detect_sandbox
 from evo.run_index import RunSummary, run_state
 
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -189,6 +190,8 @@ def cmd_start(args: argparse.Namespace) -> int:
         max_processes=args.max_processes, max_file_size_mb=args.max_file_mb,
     )
     run_config = _llm_ready(config, paths)
+    if config.sandbox == "bwrap":
+        detect_sandbox("bwrap")  # raises where bubblewrap does not work, before the run is recorded
     time_budget_s = float(args.time_budget or profiles[profile]["time_budget_s"])
     archive = common.open_archive(paths, read_only=False)
     if run in {r.run for r in archive.list_runs()}:
@@ -280,6 +283,8 @@ def _resume_changes(args: argparse.Namespace) -> dict[str, Any]:
         changes["llm_price"] = price
     if args.llm_base_url is not None:
         changes["llm_base_url"] = args.llm_base_url
+    if args.sandbox is not None:
+        changes["sandbox"] = args.sandbox
     return changes
 
 

@@ -48,7 +48,8 @@ SEED_OVERRIDES: dict[str, dict[str, Any]] = {
 # The default mix of mutation operators (name -> weight); see evo.operators.REGISTRY.
 DEFAULT_OPERATORS = {"optuna": 0.6, "hyperparam": 0.25, "crossover": 0.15}
 # what `evo resume` may change of a run, stored with it (Archive.update_run_config)
-RESUME_FIELDS = frozenset({"generations", "max_evaluations", "max_llm_cost_usd", "llm_model", "llm_price", "llm_base_url"})
+RESUME_FIELDS = frozenset({"generations", "max_evaluations", "max_llm_cost_usd", "llm_model", "llm_price", "llm_base_url",
+                           "sandbox"})
 
 # The LLM operator's default model: the current Sonnet (a model id of the anthropic SDK).
 DEFAULT_LLM_MODEL = "claude-sonnet-5-5"

@@ -252,5 +252,6 @@ def detect(mode: str = "auto") -> Sandbox:
     if not reason:
         return Sandbox("bwrap", binary)
     if mode == "bwrap":
-        raise SandboxUnavailableError(reason)
+        raise SandboxUnavailableError(f"{reason} (--sandbox auto runs genomes unconfined where bubblewrap fails, "
+                                      "and says so; --sandbox none always does)")
     return Sandbox("none", reason=reason)

@@ -247,3 +247,27 @@ def test_a_screened_run_is_finished_once_less_than_one_evaluation_is_left():
 
     assert state(5.7) == "finished" and state(6.0) == "finished"
     assert state(4.9) == "stopped"
+
+
+def test_a_start_whose_sandbox_cannot_work_records_no_run(tmp_path, capsys, monkeypatch, fake_genome):
+    from conftest import add_harness
+
+    broken = tmp_path / "bwrap"
+    broken.write_text("#!/bin/sh\necho 'bwrap: No permissions to create new namespace' >&2\nexit 1\n")
+    broken.chmod(0o755)
+    monkeypatch.setattr("evo.sandbox.bwrap_binary", lambda: str(broken))
+    project = tmp_path / "project"
+    project.mkdir()
+    add_harness(project)
+    (project / "seed_train.py").write_text(fake_genome)
+    assert main(["start", "--project", str(project), "--profile", "smoke", "--sandbox", "bwrap", "--run", "s"]) == 2
+    err = capsys.readouterr().err
+    assert "bubblewrap cannot make a sandbox here: bwrap: No permissions" in err and "--sandbox auto" in err
+    assert not (project / "archive").exists()  # the name is free for a start with another --sandbox
+
+
+def test_resume_can_change_the_sandbox_and_keeps_it(resumable):
+    project, archive, handed = resumable
+    assert main(["resume", "--project", str(project), "--run", "r2", "--sandbox", "none"]) == 0
+    assert handed[-1].sandbox == "none"
+    assert RunConfig.from_json(Archive(archive.path, read_only=True).get_run("r2").config_json).sandbox == "none"
