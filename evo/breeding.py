@@ -243,13 +243,18 @@ class Breeder:
             f"no new child after {sum(tries.values())} attempts; last reasons: " + "; ".join(reasons[-3:]), reasons, final
         )
 
-    @staticmethod
-    def _attempt(operator: MutationOperator, parents: list[GenomeResult], plan: ChildPlan) -> Child | str:
-        """One try of ``operator`` on ``parents``: the new child, or why it failed."""
+    def _attempt(self, operator: MutationOperator, parents: list[GenomeResult], plan: ChildPlan) -> Child | str:
+        """One try of ``operator`` on ``parents``: the new child, or why it failed. A slow
+        operator's failure (an LLM call that cost time and money) is said in one line."""
         code_parents = [Parent(p.genome_id, plan.sources[p.genome_id], p.val_bpb) for p in parents]
         result = operator.propose(code_parents, plan.rng, plan.context)
         if result.status is not Status.OK:
-            return str(result.reason)
+            reason = str(result.reason)
+            if result.status is Status.FAIL and is_slow(operator) and self.fast:  # all slow: _say_retry says it
+                short = reason if len(reason) <= REASON_CHARS else reason[: REASON_CHARS - 3] + "..."
+                self.note(f"{operator.name} made no child for generation {plan.cohort}, child {plan.index + 1}: "
+                          f"{escape(short)}")
+            return reason
         try:
             genome_files.validate(result.code)
         except genome_files.InvalidGenomeError as exc:

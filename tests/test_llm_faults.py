@@ -67,10 +67,12 @@ def test_a_malformed_answer_is_a_recorded_failed_call_and_the_run_goes_to_its_en
                                                                                   capsys):
     reply, outcome, words = MALFORMED[kind]
     with FakeMessagesAPI(lambda request, n: reply) as api:
-        engine, archive, _ = _engine(tmp_path, api)
+        engine, archive, messages = _engine(tmp_path, api)
         engine.run(fake_genome)  # raises nothing
     results = _results(archive)
     assert len(results) == 6 and all(r.is_finished for r in results)  # every generation born and evaluated
+    said = [m for m in messages.messages if m.startswith("llm made no child")]  # live, not only in evo status
+    assert len(said) == len(api.requests) and all(outcome in m for m in said), messages.messages
     assert all(r.genome.operator in ("seed", "hyperparam") for r in results)
     calls = archive.llm_calls("r")
     assert calls and len(calls) == len(api.requests)  # every call is a row
