@@ -40,6 +40,7 @@ from evo.operators import REGISTRY
 from evo.operators.llm import LLMMutation
 from evo.progress import ConsoleReporter
 from evo.records import RunRecord
+from evo.results import GenomeResult
 from evo.sandbox import detect as detect_sandbox
 from evo.run_index import RunSummary, run_state
 
@@ -137,10 +138,13 @@ def _execution(args: argparse.Namespace, device: str) -> Execution:
 
 def _execute(
     paths: Paths, archive: Archive, config: RunConfig, time_budget_s: float, device: str, seed_code: str | None,
-    execution: Execution,
+    execution: Execution, known_best: GenomeResult | None = None,
 ) -> int:
+    """Run the engine; ``known_best``: a resumed run's declared best so far (not announced
+    again as a new best)."""
     _sigterm_as_interrupt()
     reporter = ConsoleReporter(time_budget_s, console)
+    reporter.best = known_best
     engine = Engine(paths, archive, config, time_budget_s, device, reporter, execution)
     try:
         top = engine.run(seed_code)
@@ -254,13 +258,15 @@ def cmd_resume(args: argparse.Namespace) -> int:
         seed_code = None
         if not archive.genomes(record.run):
             seed_code = Path(config.seed_genome).read_text(encoding="utf-8")
-        done = sum(1 for r in common.load_results(archive, record.run) if r.is_finished)
+        results = common.load_results(archive, record.run)
+        done = sum(1 for r in results if r.is_finished)
         console.print(f"resuming run [bold]{record.run}[/] ({done} genomes evaluated) on {device}")
         if run_state(summary, engine_running=False) == "finished":
             console.print(f"run {record.run} has reached its limit ({_extent(config)}): only what the noise-aware "
                           "rule or the held-out figure still asks for is evaluated; to search on, give a higher "
                           "--generations or --max-evaluations", highlight=False)
-        code = _execute(paths, archive, config, record.time_budget_s, device, seed_code, execution)
+        code = _execute(paths, archive, config, record.time_budget_s, device, seed_code, execution,
+                        common.declared_best(record, results))
         added = next(s for s in archive.run_summaries() if s.run == record.run).evaluations - summary.evaluations
         if code == EXIT_OK and added == 0:
             console.print(f"nothing was left to evaluate in run {record.run}", highlight=False)

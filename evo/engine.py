@@ -208,7 +208,8 @@ class Engine:
         if held_out and replicate == 0:
             self.reporter.message(
                 f"search over: evaluating the declared best {genome.genome_id} {self.config.held_out_replicates} more "
-                "times with fresh seeds, held out from every decision (evo.held_out)"
+                f"time{'s' if self.config.held_out_replicates != 1 else ''} with fresh seeds, held out from every "
+                "decision (evo.held_out)"
             )
         screen = fidelity < 1.0
         budget_s = self.time_budget_s * fidelity

@@ -175,7 +175,9 @@ class ConsoleReporter:
 
     def genome_finished(self, genome: GenomeRecord, evaluation: EvaluationRecord, best: GenomeResult | None) -> None:
         self._stop_row(self._slot_of.pop(genome.genome_id, evaluation.device or ""))
-        new_best = best is not None and (self.best is None or best.genome_id != self.best.genome_id)
+        # a held-out reading takes part in no decision (evo.held_out): it is never news
+        new_best = (best is not None and not evaluation.held_out
+                    and (self.best is None or best.genome_id != self.best.genome_id))
         self.best = best
         self._refresh_header()
         wall = f"{evaluation.wall_s:.0f}s" if evaluation.wall_s is not None else "-"

@@ -12,7 +12,9 @@ from evo.archive import Archive
 from evo.cli import main
 from evo.config import RunConfig
 from evo.locking import RunLock
+from evo.noise import declared_best
 from evo.records import EvalState, FailureKind, Outcome
+from evo.results import genome_results
 
 SEED = '"""A seed."""\nLR = 0.04  # learning rate\n'
 
@@ -197,9 +199,21 @@ def resumable(tmp_path, monkeypatch):
     archive.create_run(RunConfig(run="r2", profile="smoke", fitness="reported"), 1.0, tmp_path)
     seed = archive.add_genome("r2", 0, "seed", "seed genome (seed_train.py)", SEED)
     archive.start_evaluation("r2", seed.genome_id, 42, "cpu", tmp_path / "r2.log")  # left RUNNING
-    handed: list[RunConfig] = []
+    class Handed(list):
+        """The configs handed to the engine; ``known_best``: the declared best handed with each."""
+
+        known_best: list = []
+
+    handed = Handed()
     monkeypatch.setattr("evo.cli_run.prepare_data", lambda *args: None)
-    monkeypatch.setattr("evo.cli_run._execute", lambda paths, archive, config, *args: handed.append(config) or 0)
+
+    def execute(paths, archive, config, time_budget_s, device, seed_code, execution, known_best=None):
+        handed.append(config)
+        handed.known_best.append(known_best)
+        return 0
+
+    handed.known_best = []
+    monkeypatch.setattr("evo.cli_run._execute", execute)
     return tmp_path, archive, handed
 
 
@@ -215,6 +229,9 @@ def test_resuming_a_finished_run_says_so_and_a_new_limit_is_kept(resumable, caps
     assert main(["resume", "--project", str(project), "--run", "r1"]) == 0
     out = capsys.readouterr().out
     assert "r1 has reached its limit (at most 2 evaluations)" in out and "nothing was left to evaluate in run r1" in out
+    # the progress lines know the declared best so far: its next reading is not announced as a new best
+    results = genome_results(archive.genomes("r1"), archive.evaluations("r1"))
+    assert handed.known_best[-1].genome_id == declared_best(results, RunConfig.from_json(archive.get_run("r1").config_json)).genome_id
     assert main(["resume", "--project", str(project), "--run", "r1", "--max-evaluations", "10"]) == 0
     assert "reached its limit" not in capsys.readouterr().out and handed[-1].max_evaluations == 10
     # kept: a later resume without the flag goes on to 10, and evo runs no longer calls r1 finished

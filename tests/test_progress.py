@@ -76,6 +76,21 @@ def test_finished_lines_fit_80_columns_and_new_best_is_said_only_for_a_new_decla
     assert lines[2].endswith("-> FAIL crash (312s)")
 
 
+def test_a_held_out_reading_and_a_resumed_run_s_known_best_are_not_announced_as_new_bests():
+    import dataclasses
+
+    reporter, console = _reporter()
+    best = _genome("g0004")
+    reporter.best = _result(best, 0.99, 2)  # a resumed run's declared best so far (evo resume sets it)
+    reporter.genome_finished(best, _evaluation("g0004", 0.98), _result(best, 0.985, 3))
+    fresh, _ = _reporter()
+    held = dataclasses.replace(_evaluation("g0004", 0.97), held_out=True)
+    fresh.genome_finished(best, held, _result(best, 0.985, 3))  # first line of a process, but held out
+    for out in (console, fresh.console):
+        (line,) = out.file.getvalue().splitlines()
+        assert "new best" not in line, line
+
+
 def test_the_clock_counts_down_the_budget_then_the_time_past_it():
     assert clock(0.0, 300.0) == " 300s left"
     assert clock(299.6, 300.0) == "   0s left"
