@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from evo.archive import Archive, ArchiveError
+from evo.config import RunConfig
 from evo.lineage import Lineage, Node, load_lineage
 from evo.lineage_layout import layout
 from evo.records import EvalState, EvaluationRecord, RunRecord
@@ -237,6 +238,7 @@ def page_data(run: RunRecord, lineage: Lineage, details: Mapping[str, Mapping[st
             "dataset": run.dataset,
             "time_budget_s": run.time_budget_s,
             "created": f"{run.created_at:%Y-%m-%d %H:%M:%S}",
+            "fitness": RunConfig.from_json(run.config_json).fitness,
         },
         "generated": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "scale": None if scale is None else {"low": scale.low, "high": scale.high, "clipped": scale.clipped},

@@ -152,6 +152,7 @@ def test_lineage_html_holds_every_genome_and_loads_nothing_from_the_network(fake
     assert nodes[fake.crashed]["fail"] == "crash" and nodes[fake.pending]["state"] == "PENDING"
     assert data["best"] == best(fake.results()).genome_id
     assert data["best"] in data["ancestry"] and "g0000" in data["ancestry"]
+    assert data["run"]["fitness"] == "reported" and "fitness REPORTED by the genomes (untrusted)" in page
 
 
 def test_layout_puts_generations_on_rows_and_untangles_crossings():
