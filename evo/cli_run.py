@@ -41,8 +41,8 @@ from evo.operators.llm import LLMMutation
 from evo.progress import ConsoleReporter
 from evo.records import RunRecord
 from evo.results import GenomeResult
-from evo.sandbox import detect as detect_sandbox
 from evo.run_index import RunSummary, run_state
+from evo.sandbox import detect as detect_sandbox
 
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 

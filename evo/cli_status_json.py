@@ -15,9 +15,9 @@ from evo.cli_status import (
     ranked,
     running_evaluations,
     running_held_out,
-    stale_evaluations,
     screening_summary,
     shares_of,
+    stale_evaluations,
 )
 from evo.credit import OperatorCredit
 from evo.lineage import Node
