@@ -87,6 +87,11 @@ class StatusView:
     def last(self, node: Node) -> EvaluationRecord | None:
         return self.details.get(node.last_eval_id) if node.last_eval_id is not None else None
 
+    def state_of(self, node: Node) -> str:
+        """The genome's state as shown: ``RUNNING`` with no engine running the run is
+        ``INTERRUPTED`` (left so by an engine that died; :func:`stale_evaluations`)."""
+        return "INTERRUPTED" if node.state == "RUNNING" and self.engine is None else node.state
+
 
 def ranked(nodes: Sequence[Node], top: int = 0) -> list[Node]:
     """COMPLETE genomes by val_bpb (best first, ties by age), then the rest in creation order
@@ -244,9 +249,7 @@ def header_lines(view: StatusView) -> list[str]:
                      f"{seed.genome_id if seed else 'g0000'})")
     else:
         lines.append(f"state: {view.state}")
-    # RUNNING with no engine: left so by an engine that died (stale_evaluations)
-    counts = Counter(n.state if view.engine is not None or n.state != "RUNNING" else "RUNNING (engine gone)"
-                     for n in nodes)
+    counts = Counter(view.state_of(n) for n in nodes)
     lines.append(f"{len(nodes)} genomes in {generations} generation(s) · states: "
                  + (", ".join(f"{state} {k}" for state, k in sorted(counts.items())) or "none yet"))
     screening = screening_summary(view)
@@ -331,8 +334,8 @@ def leaderboard_columns(view: StatusView) -> list[Column]:
 
     def state(n: Node) -> str:
         if n.screen_bpb is not None and n.val_bpb is None:
-            return f"{n.state} (screen {n.screen_bpb:.4f})"
-        return f"{n.state} ({n.failure_kind})" if n.failure_kind else n.state
+            return f"{view.state_of(n)} (screen {n.screen_bpb:.4f})"
+        return f"{n.state} ({n.failure_kind})" if n.failure_kind else view.state_of(n)
 
     def wall(n: Node) -> str:
         last = view.last(n)
@@ -355,11 +358,11 @@ def leaderboard_columns(view: StatusView) -> list[Column]:
     ]
 
 
-def _style(n: Node, best_id: str | None) -> str:
+def _style(n: Node, best_id: str | None, state: str) -> str:
     if n.genome_id == best_id:
         return "bold green"
     return {"FAIL": "red", "TIMEOUT": "red", "RUNNING": "yellow", "PENDING": "dim", "INTERRUPTED": "dim",
-            "SCREENED": "dim"}.get(n.state, "")
+            "SCREENED": "dim"}.get(state, "")
 
 
 def render_status(view: StatusView, console: Console, wide: bool = False) -> None:
@@ -382,7 +385,7 @@ def render_status(view: StatusView, console: Console, wide: bool = False) -> Non
             f"; `evo resume --run {view.record.run}` runs them again"), crop=not wide)
     best_id = view.best.genome_id if view.best is not None else None
     table, needed = fitted_table(leaderboard_columns(view), console.width, wide, MIN_DESCRIPTION,
-                                 [_style(n, best_id) for n in view.shown])
+                                 [_style(n, best_id, view.state_of(n)) for n in view.shown])
     if wide and needed > console.width:  # rich renders no wider than its console: print on a wider one
         Console(file=console.file, width=needed, color_system=console.color_system, force_terminal=console.is_terminal,
                 no_color=console.no_color, legacy_windows=False).print(table)

@@ -70,7 +70,7 @@ def status_json(view: StatusView) -> dict[str, Any]:
             "population": config.population, "generations": config.generations, "state": view.state,
             "engine_pid": view.engine.pid if view.engine else None,
         },
-        "states": dict(sorted(Counter(n.state for n in view.nodes).items())),
+        "states": dict(sorted(Counter(view.state_of(n) for n in view.nodes).items())),
         "screening": screening_summary(view),
         "noise_floor": None if noise is None else {
             "sigma": finite_or_none(noise.sigma), "n": seed.n if seed else 0, "df": noise.df, "genomes": noise.genomes,
@@ -87,7 +87,7 @@ def status_json(view: StatusView) -> dict[str, Any]:
             {
                 "id": n.genome_id, "rank": rank.get(n.genome_id), "generation": n.generation,
                 "parents": list(n.parents), "operator": n.operator, "description": n.description,
-                "state": n.state, "failure_kind": n.failure_kind,
+                "state": view.state_of(n), "failure_kind": n.failure_kind,
                 "val_bpb": {"mean": finite_or_none(n.val_bpb), "std": _spread(n), "n": n.n},
                 "screen_val_bpb": finite_or_none(n.screen_bpb),
             }

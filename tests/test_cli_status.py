@@ -170,9 +170,11 @@ def test_running_slots_and_the_rows_left_out_are_shown(tmp_path, capsys):
     data = json.loads(capsys.readouterr().out)
     assert data["running"] == [] and data["interrupted"] == [
         {"genome_id": child.genome_id, "attempt": 1, "slot": "cpu:slot1"}]
-    assert main(["status", "--project", str(tmp_path)]) == 0
+    assert data["states"]["INTERRUPTED"] == 1 and "RUNNING" not in data["states"]
+    assert next(g for g in data["genomes"] if g["id"] == child.genome_id)["state"] == "INTERRUPTED"
+    assert main(["status", "--project", str(tmp_path), "--top", "0"]) == 0
     out = capsys.readouterr().out
-    assert "running now" not in out and "RUNNING (engine gone) 1" in out
+    assert "running now" not in out and "INTERRUPTED 1" in out and "RUNNING" not in out
     assert f"interrupted: the engine stopped during {child.genome_id} (attempt 1); `evo resume --run r`" in out
 
 
