@@ -149,10 +149,12 @@ def _execute(
     try:
         top = engine.run(seed_code)
     except KeyboardInterrupt:
-        reporter.message(
-            f"[yellow]stopped[/]; the archive is consistent. Continue with: evo resume --run {config.run}"
-        )
+        reporter.close()
+        console.print(f"[yellow]stopped[/]; the archive is consistent. Continue with: evo resume --run {config.run}",
+                      highlight=False)
         return EXIT_INTERRUPTED
+    finally:
+        reporter.close()
     if top is not None:
         console.print(f"best genome {top.genome_id}: val_bpb {top.val_bpb:.6f} — {top.genome.description}")
         console.print(f"export it with: evo export --run {config.run} --best -o train.py")

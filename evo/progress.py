@@ -210,3 +210,12 @@ class ConsoleReporter:
 
     def message(self, text: str) -> None:
         self.console.print(text)
+
+    def close(self) -> None:
+        """Take the live rows off the screen (a stopped run leaves no bar of a genome that
+        no longer trains)."""
+        with self._lock:
+            if self._progress is not None:
+                self._progress.stop()
+                self._progress = None
+            self._rows.clear()

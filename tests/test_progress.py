@@ -95,3 +95,28 @@ def test_the_clock_counts_down_the_budget_then_the_time_past_it():
     assert clock(0.0, 300.0) == " 300s left"
     assert clock(299.6, 300.0) == "   0s left"
     assert clock(312.0, 300.0) == "     +12s"
+
+
+def test_a_stopped_run_takes_its_live_rows_off_the_screen(monkeypatch, tmp_path):
+    import evo.cli_run as cli_run
+    from evo.config import RunConfig
+
+    console = Console(file=io.StringIO(), width=80, force_terminal=True, color_system=None)
+    seen = {}
+
+    class Interrupted:
+        def __init__(self, paths, archive, config, time_budget_s, device, reporter, execution):
+            seen["reporter"] = reporter
+
+        def run(self, seed_code):
+            seen["reporter"].genome_started(_genome("g0001"), 1, 4, 1, "cpu")
+            assert seen["reporter"]._progress is not None  # a live row while it trains
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_run, "console", console)
+    monkeypatch.setattr(cli_run, "Engine", Interrupted)
+    monkeypatch.setattr(cli_run, "_sigterm_as_interrupt", lambda: None)
+    config = RunConfig(run="r", profile="smoke")
+    assert cli_run._execute(None, None, config, 300.0, "cpu", None, None) == 130
+    assert seen["reporter"]._progress is None and not console._live_stack  # no bar left to redraw
+    assert console.file.getvalue().rstrip().endswith("Continue with: evo resume --run r")
