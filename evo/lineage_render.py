@@ -36,7 +36,8 @@ def _label(node: Node, marked: bool) -> str:
     elif node.screen_bpb is not None:
         score = f"SCREENED (screen {node.screen_bpb:.6f})"
     else:
-        score = f"{node.state} ({node.failure_kind})" if node.failure_kind else node.state
+        kind = node.failure_kind if node.failure_kind and node.failure_kind != node.state.lower() else None
+        score = f"{node.state} ({kind})" if kind else node.state  # not "INTERRUPTED (interrupted)"
     description = node.description
     if "\n" in description or "\r" in description:
         description = " ".join(description.splitlines())  # one line per genome, always

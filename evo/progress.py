@@ -184,7 +184,9 @@ class ConsoleReporter:
         if evaluation.state is EvalState.COMPLETE and evaluation.is_screen:
             verdict = f"screen val_bpb {evaluation.val_bpb:.6f} at {evaluation.fidelity:.0%} of the budget"
         elif evaluation.state is EvalState.COMPLETE:
-            mark = " new best" if new_best and best.genome_id == genome.genome_id else ""
+            mark = ""
+            if new_best and best.genome_id == genome.genome_id:  # the declared best is a mean, not this reading
+                mark = " new best" if best.n < 2 else f" new best (mean {best.val_bpb:.6f}, n={best.n})"
             verdict = f"val_bpb {evaluation.val_bpb:.6f}{mark}"
         else:
             verdict = f"{evaluation.state.value} {evaluation.failure_kind or ''}".rstrip()

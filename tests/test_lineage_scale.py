@@ -293,3 +293,14 @@ def test_browser_genome_without_details_in_the_page_names_the_command(deep_page)
     assert "evo show g0100 --diff" in page.locator("#detail").inner_text()
     assert page.locator("#detail .desc").inner_text() == "KEY step 100"
     assert not errors
+
+
+def test_a_tree_label_does_not_say_a_state_twice():
+    from evo.lineage import Node
+    from evo.lineage_render import _label
+
+    def node(state, kind):
+        return Node("g0030", 30, 4, "optuna", "LR 0.04 -> 0.05", ("g0001",), "s", state, kind, None, None, 0, 7)
+
+    assert _label(node("INTERRUPTED", "interrupted"), False) == "  g0030 g4 INTERRUPTED  [optuna] LR 0.04 -> 0.05"
+    assert " FAIL (crash) " in _label(node("FAIL", "crash"), False)

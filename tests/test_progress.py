@@ -76,6 +76,14 @@ def test_finished_lines_fit_80_columns_and_new_best_is_said_only_for_a_new_decla
     assert lines[2].endswith("-> FAIL crash (312s)")
 
 
+def test_a_new_best_over_several_readings_is_said_with_its_mean():
+    reporter, console = _reporter()
+    genome = _genome("g0013", description="LR 0.04 -> 0.05")
+    reporter.genome_finished(genome, _evaluation("g0013", 1.508694), _result(genome, 1.504421, 2))
+    (line,) = console.file.getvalue().splitlines()
+    assert line.endswith("-> val_bpb 1.508694 new best (mean 1.504421, n=2) (312s)"), line
+
+
 def test_a_held_out_reading_and_a_resumed_run_s_known_best_are_not_announced_as_new_bests():
     import dataclasses
 
