@@ -250,7 +250,8 @@ class Breeder:
         result = operator.propose(code_parents, plan.rng, plan.context)
         if result.status is not Status.OK:
             reason = str(result.reason)
-            if result.status is Status.FAIL and is_slow(operator) and self.fast:  # all slow: _say_retry says it
+            # all slow: _say_retry says it; an operator that stopped for the run: check_stops says why
+            if result.status is Status.FAIL and is_slow(operator) and self.fast and stopped(operator) is None:
                 short = reason if len(reason) <= REASON_CHARS else reason[: REASON_CHARS - 3] + "..."
                 self.note(f"{operator.name} made no child for generation {plan.cohort}, child {plan.index + 1}: "
                           f"{escape(short)}")

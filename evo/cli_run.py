@@ -163,7 +163,16 @@ def _execute(
 
 # ---------------------------------------------------------------------------- verbs
 
+def _check_max_evaluations(n: int | None) -> None:
+    """Raises ValueError for ``--max-evaluations`` below 1 (checked here, not in RunConfig,
+    so that a run an older evo stored with 0 still loads)."""
+    if n is not None and n < 1:
+        raise ValueError(f"--max-evaluations must be >= 1 (omit it for no limit), got {n}")
+
+
 def cmd_start(args: argparse.Namespace) -> int:
+    _sigterm_as_interrupt()  # from here on SIGTERM is Ctrl-C: data preparation can take minutes
+    _check_max_evaluations(args.max_evaluations)
     paths = common.paths(args)
     run = args.run or dt.datetime.now().strftime("run-%Y%m%d-%H%M%S")
     if not RUN_NAME.fullmatch(run):
@@ -241,6 +250,8 @@ def _ignore_outputs(paths: Paths) -> None:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
+    _sigterm_as_interrupt()
+    _check_max_evaluations(args.max_evaluations)
     paths = common.paths(args)
     if not paths.archive_path.exists():
         raise ArchiveError(f"no archive at {paths.archive_path}; start a run with `evo start`")
@@ -249,14 +260,17 @@ def cmd_resume(args: argparse.Namespace) -> int:
     record = common.resolve_run(archive, args.run, summaries) if args.run else _run_to_resume(paths, summaries)
     with RunLock(paths.archive_path, record.run, allow_concurrent=args.allow_concurrent):
         changes = _resume_changes(args)
-        # checked (RunConfig validates itself; the LLM's key, price, program.md) before it is stored
+        # everything checked before the changes are stored: RunConfig validates itself, the LLM's
+        # key, price and program.md, the slots, the sandbox, the data
         config = _llm_ready(dataclasses.replace(RunConfig.from_json(record.config_json), **changes), paths)
+        device = detect_device()
+        execution = _execution(args, device)
+        if config.sandbox == "bwrap":
+            detect_sandbox("bwrap")
+        prepare_data(paths.project_dir, config.profile, config.dataset)
         if changes:  # kept with the run: a later resume goes on with them
             record = archive.update_run_config(record.run, changes)
         summary = next(s for s in archive.run_summaries() if s.run == record.run)
-        device = detect_device()
-        execution = _execution(args, device)
-        prepare_data(paths.project_dir, config.profile, config.dataset)
         seed_code = None
         if not archive.genomes(record.run):
             seed_code = Path(config.seed_genome).read_text(encoding="utf-8")

@@ -382,7 +382,7 @@ def render_status(view: StatusView, console: Console, wide: bool = False) -> Non
     if stale:
         console.print(Text(
             f"interrupted: the engine stopped during {', '.join(f'{n.genome_id} (attempt {e.attempt})' for n, e in stale)}"
-            f"; `evo resume --run {view.record.run}` runs them again"), crop=not wide)
+            f"; `evo resume --run {view.record.run}` records their kept outcome or runs them again"), crop=not wide)
     best_id = view.best.genome_id if view.best is not None else None
     table, needed = fitted_table(leaderboard_columns(view), console.width, wide, MIN_DESCRIPTION,
                                  [_style(n, best_id, view.state_of(n)) for n in view.shown])

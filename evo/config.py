@@ -200,8 +200,6 @@ class RunConfig:
             raise ValueError(f"population must be >= 1, got {self.population}")
         if self.generations is not None and self.generations < 1:
             raise ValueError(f"generations must be >= 1, got {self.generations}")
-        if self.max_evaluations is not None and self.max_evaluations < 1:
-            raise ValueError(f"--max-evaluations must be >= 1 (omit it for no limit), got {self.max_evaluations}")
         if self.time_budget_s is not None and self.time_budget_s <= 0:
             raise ValueError(f"time budget must be > 0 seconds, got {self.time_budget_s}")
         if self.noise_replicates < 1 or self.best_replicates < 1:

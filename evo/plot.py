@@ -68,7 +68,8 @@ def progress_points(genomes: Iterable[GenomeRecord], evaluations: Iterable[Evalu
     for index, e in enumerate(counted, start=1):
         bpb = e.val_bpb if e.state is EvalState.COMPLETE else None
         kept = bpb is not None and e.genome_id not in seen and (best is None or bpb < best)
-        seen.add(e.genome_id)
+        if bpb is not None:  # a failed first attempt leaves the genome's first reading to come
+            seen.add(e.genome_id)
         improvement = (best - bpb) if kept and best is not None else 0.0
         if kept:
             best = bpb
@@ -139,7 +140,7 @@ def render_progress(points: Sequence[Point], path: Path, title: str,
         ax.set_ylim(bottom, top)
         inside = [p for p in complete if not p.kept and p.val_bpb <= top]
         above = [p for p in complete if not p.kept and p.val_bpb > top]
-        kept = [p for p in complete if p.kept]
+        kept = [p for p in complete if p.kept] or complete[:1]  # never empty while a reading completed
         ax.scatter([p.index for p in inside], [p.val_bpb for p in inside], s=14, color="#b8b8b8",
                    alpha=0.8, linewidths=0, label=f"discarded ({len(inside) + len(above)})", zorder=2)
         if above:

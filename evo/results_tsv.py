@@ -63,10 +63,18 @@ def rows(results: Sequence[GenomeResult]) -> list[Row]:
 
 def to_tsv(table: Sequence[Row]) -> str:
     """The TSV text: a header line, then one line per row (``\\n`` line ends), fields as they
-    are, never quoted (as autoresearch's file; no field holds a tab or a line break)."""
+    are, unquoted as in autoresearch's file (no field holds a tab or a line break; a
+    description that starts with a quote is the one exception, :func:`_field`)."""
     lines = ["\t".join(COLUMNS)]
-    lines += ["\t".join((row.commit, row.val_bpb, row.memory_gb, row.status, row.description)) for row in table]
+    lines += ["\t".join((row.commit, row.val_bpb, row.memory_gb, row.status, _field(row.description)))
+              for row in table]
     return "\n".join(lines) + "\n"
+
+
+def _field(text: str) -> str:
+    """``text`` as it is, unless it starts with a quote, which TSV readers (pandas, csv) take
+    as the start of a quoted field: then quoted, its quotes doubled."""
+    return '"' + text.replace('"', '""') + '"' if text.startswith('"') else text
 
 
 def write_results_tsv(results: Sequence[GenomeResult], path: Path) -> list[Row]:

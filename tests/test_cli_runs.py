@@ -219,8 +219,9 @@ def resumable(tmp_path, monkeypatch):
 
 def test_resume_without_a_name_continues_the_latest_stopped_run(resumable, capsys):
     project, archive, handed = resumable
+    add_run(archive, project, "r3", seed_ok=False)  # newer still, but its seed failed: nothing to resume
     assert main(["resume", "--project", str(project)]) == 0
-    assert [c.run for c in handed] == ["r2"]  # not r1, the views' default: it is finished
+    assert [c.run for c in handed] == ["r2"]  # not r1, the views' default (finished), nor r3
     assert "resuming run r2" in capsys.readouterr().out
 
 
@@ -288,3 +289,18 @@ def test_resume_can_change_the_sandbox_and_keeps_it(resumable):
     assert main(["resume", "--project", str(project), "--run", "r2", "--sandbox", "none"]) == 0
     assert handed[-1].sandbox == "none"
     assert RunConfig.from_json(Archive(archive.path, read_only=True).get_run("r2").config_json).sandbox == "none"
+
+
+def test_a_resume_that_fails_its_checks_stores_nothing(resumable, capsys):
+    project, archive, handed = resumable
+    assert main(["resume", "--project", str(project), "--run", "r1", "--max-evaluations", "50", "--gpus", "x"]) == 2
+    assert "--gpus" in capsys.readouterr().err and not handed
+    assert RunConfig.from_json(Archive(archive.path, read_only=True).get_run("r1").config_json).max_evaluations == 2
+
+
+def test_a_run_an_older_evo_stored_with_max_evaluations_0_still_loads(tmp_path, capsys):
+    archive = Archive(tmp_path / "archive" / "evo.duckdb")
+    add_run(archive, tmp_path, "old", max_evaluations=0)  # accepted before 2026-12-03
+    assert main(["runs", "--project", str(tmp_path), "--json"]) == 0
+    assert [r["name"] for r in _json(capsys)] == ["old"]
+    assert main(["status", "--project", str(tmp_path), "--json"]) == 0

@@ -121,10 +121,18 @@ def test_a_stopped_run_takes_its_live_rows_off_the_screen(monkeypatch, tmp_path)
             assert seen["reporter"]._progress is not None  # a live row while it trains
             raise KeyboardInterrupt
 
+    printed = console.print
+
+    def print_after_the_rows(*args, **kwargs):  # the last line comes once the live rows are gone
+        seen["rows at the last line"] = seen["reporter"]._progress
+        printed(*args, **kwargs)
+
+    monkeypatch.setattr(console, "print", print_after_the_rows)
     monkeypatch.setattr(cli_run, "console", console)
     monkeypatch.setattr(cli_run, "Engine", Interrupted)
     monkeypatch.setattr(cli_run, "_sigterm_as_interrupt", lambda: None)
     config = RunConfig(run="r", profile="smoke")
     assert cli_run._execute(None, None, config, 300.0, "cpu", None, None) == 130
     assert seen["reporter"]._progress is None and not console._live_stack  # no bar left to redraw
+    assert seen["rows at the last line"] is None
     assert console.file.getvalue().rstrip().endswith("Continue with: evo resume --run r")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import difflib
 import json
 import re
@@ -12,6 +13,7 @@ import pytest
 from fake_run import build_fake_run
 
 from evo.cli import main
+from evo.config import RunConfig
 from evo.lineage_layout import layout
 from evo.plot import HEIGHT_PX, WIDTH_PX
 from evo.results import best
@@ -70,6 +72,10 @@ def test_results_tsv_fields_are_written_as_they_are_never_quoted():
 
     row = Row("g0003", "0.997900", "44.0", "keep", 'WINDOW_PATTERN "SSSL" -> "SL"')
     assert to_tsv([row]).splitlines()[1] == 'g0003\t0.997900\t44.0\tkeep\tWINDOW_PATTERN "SSSL" -> "SL"'
+    # a leading quote would open a quoted field for TSV readers: only then is the field quoted
+    leading = Row("g0004", "0.9", "0.0", "discard", '"SSSL" everywhere')
+    (parsed,) = list(csv.reader(io.StringIO(to_tsv([leading])), delimiter="\t"))[1:]
+    assert parsed[4] == '"SSSL" everywhere'
 
 
 # ---------------------------------------------------------------------------- plot
@@ -100,6 +106,23 @@ def test_a_replicate_is_never_a_new_best_on_the_plot(tmp_path):
     points = progress_points(archive.genomes("p"), archive.evaluations("p"))
     assert [(p.genome_id, p.val_bpb, p.kept) for p in points] == [
         (seed_id, 2.0, True), (child_id, 1.9, True), (seed_id, 1.5, False), (late.genome_id, 1.8, True)]
+
+
+def test_a_seed_whose_first_reading_failed_is_the_plot_s_baseline_once_it_completes(tmp_path):
+    from test_cli_runs import SEED, _complete, _failed
+
+    from evo.archive import Archive
+    from evo.plot import plot_progress
+
+    archive = Archive(tmp_path / "archive" / "evo.duckdb")
+    archive.create_run(RunConfig(run="f", profile="smoke", fitness="reported"), 1.0, tmp_path)
+    seed = archive.add_genome("f", 0, "seed", "seed genome (seed_train.py)", SEED)
+    for seed_value, outcome in ((42, _failed()), (43, _complete(2.0))):  # a crash, then a reading
+        ev = archive.start_evaluation("f", seed.genome_id, seed_value, "cpu", tmp_path / f"{seed_value}.log")
+        archive.finish_evaluation(ev.eval_id, outcome)
+    points = plot_progress(archive.genomes("f"), archive.evaluations("f"), "f", tmp_path / "p.png")
+    assert [(p.val_bpb, p.kept) for p in points] == [(None, False), (2.0, True)]
+    assert (tmp_path / "p.png").stat().st_size > 10_000
 
 
 # ---------------------------------------------------------------------------- show
