@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.style import Style
 
 from evo.lineage import Lineage, Node
-from evo.records import EvalState
+from evo.records import EvalState, state_label
 
 FORMATS = ("dot", "graphml", "json")
 SUFFIX_FORMATS = {".dot": "dot", ".gv": "dot", ".graphml": "graphml", ".json": "json"}
@@ -36,8 +36,7 @@ def _label(node: Node, marked: bool) -> str:
     elif node.screen_bpb is not None:
         score = f"SCREENED (screen {node.screen_bpb:.6f})"
     else:
-        kind = node.failure_kind if node.failure_kind and node.failure_kind != node.state.lower() else None
-        score = f"{node.state} ({kind})" if kind else node.state  # not "INTERRUPTED (interrupted)"
+        score = state_label(node.state, node.failure_kind)
     description = node.description
     if "\n" in description or "\r" in description:
         description = " ".join(description.splitlines())  # one line per genome, always

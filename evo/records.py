@@ -47,6 +47,12 @@ class FailureKind(str, enum.Enum):
     OVERTIME = "overtime"  # ran past the time budget plus the run's start-up allowance
 
 
+def state_label(state: str, failure_kind: str | None) -> str:
+    """A genome's state for people: ``FAIL (crash)``, or the state alone where the kind
+    repeats it (``INTERRUPTED``, not ``INTERRUPTED (interrupted)``; ``TIMEOUT``)."""
+    return f"{state} ({failure_kind})" if failure_kind and failure_kind != state.lower() else state
+
+
 # The summary keys of the genome contract, in the order a genome prints them, and the
 # printed val_bpb kept beside the trusted one.
 SUMMARY_KEYS = (

@@ -12,7 +12,7 @@ import difflib
 from evo.archive import Archive, ArchiveError
 from evo.held_out import describe as describe_held_out
 from evo.held_out import held_out
-from evo.records import SUMMARY_KEYS
+from evo.records import SUMMARY_KEYS, state_label
 from evo.results import GenomeResult, genome_result
 
 
@@ -58,9 +58,7 @@ def header(result: GenomeResult, run: str, by_id: dict[str, GenomeResult]) -> li
     """The summary lines printed above the source or the diff."""
     g = result.genome
     parents = ", ".join(g.parents) if g.parents else "none"
-    state = result.state
-    if result.last is not None and result.last.failure_kind:
-        state += f" ({result.last.failure_kind})"
+    state = state_label(result.state, result.last.failure_kind if result.last is not None else None)
     score = "val_bpb -"
     if result.val_bpb is not None:
         score = f"val_bpb {result.val_bpb:.6f} (n={result.n}"
