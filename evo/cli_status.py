@@ -37,7 +37,7 @@ from evo.lineage import Node, load_nodes
 from evo.locking import Holder
 from evo.noise import NoiseEstimate, noise_estimate
 from evo.racing import Verdict, judge
-from evo.records import EvalState, EvaluationRecord, LLMCallRecord, RunRecord, TimeSplit
+from evo.records import EvalState, EvaluationRecord, LLMCallRecord, RunRecord, TimeSplit, state_label
 
 if TYPE_CHECKING:
     from evo.archive import Archive
@@ -181,31 +181,34 @@ def finite_or_none(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
+def _recorded_running(view: StatusView) -> list[tuple[Node, EvaluationRecord]]:
+    """(genome, evaluation) per evaluation recorded RUNNING: each genome's latest, then the
+    declared best's held-out ones (``evaluation.held_out``)."""
+    out = [(n, last) for n in view.nodes if n.state == "RUNNING" and (last := view.last(n)) is not None]
+    by_id = {n.genome_id: n for n in view.nodes}
+    out += [(by_id[e.genome_id], e) for e in view.held_out if e.state is EvalState.RUNNING and e.genome_id in by_id]
+    return out
+
+
 def running_evaluations(view: StatusView) -> list[tuple[Node, EvaluationRecord, float, float]]:
     """(genome, evaluation, seconds running, seconds of training budget left) per running
-    evaluation; none while no engine runs the run (see :func:`stale_evaluations`)."""
+    evaluation, held-out ones included; none while no engine runs the run (see
+    :func:`stale_evaluations`)."""
     if view.engine is None:
         return []
     out = []
-    for node in view.nodes:
-        last = view.last(node) if node.state == "RUNNING" else None
-        if last is not None:
-            elapsed = (view.now - last.started_at).total_seconds() if last.started_at else 0.0
-            budget_s = view.record.time_budget_s * last.fidelity  # a screen's is shorter (evo.screening)
-            out.append((node, last, elapsed, max(0.0, budget_s - elapsed)))
+    for node, e in _recorded_running(view):
+        elapsed = (view.now - e.started_at).total_seconds() if e.started_at else 0.0
+        budget_s = view.record.time_budget_s * e.fidelity  # a screen's is shorter (evo.screening)
+        out.append((node, e, elapsed, max(0.0, budget_s - elapsed)))
     return out
 
 
 def stale_evaluations(view: StatusView) -> list[tuple[Node, EvaluationRecord]]:
     """Evaluations recorded RUNNING while no engine runs the run: the engine died (kill -9,
-    a crash, a lost machine) before it could mark them; ``evo resume`` runs them again.
-    Held-out evaluations included."""
-    if view.engine is not None:
-        return []
-    stale = [(n, last) for n in view.nodes if n.state == "RUNNING" and (last := view.last(n)) is not None]
-    by_id = {n.genome_id: n for n in view.nodes}
-    stale += [(by_id[e.genome_id], e) for e in view.held_out if e.state is EvalState.RUNNING and e.genome_id in by_id]
-    return stale
+    a crash, a lost machine) before it could mark them; ``evo resume`` records their kept
+    outcome or runs them again. Held-out evaluations included."""
+    return [] if view.engine is not None else _recorded_running(view)
 
 
 def llm_summary(calls: Sequence[LLMCallRecord]) -> dict[str, Any] | None:
@@ -302,25 +305,16 @@ def header_lines(view: StatusView) -> list[str]:
 
 def running_lines(view: StatusView) -> list[str]:
     """One line per evaluation running now: slot, genome, seconds so far, description."""
-    lines = [
-        f"  {last.device or '?'}: {n.genome_id} (attempt {last.attempt}) "
-        f"{f'screening at {last.fidelity:.0%} of the budget, ' if last.is_screen else ''}running {elapsed:.0f} s, "
-        f"~{left:.0f} s of training budget left · {' '.join(n.description.split())}"
-        for n, last, elapsed, left in running_evaluations(view)
-    ]
-    for e, elapsed in running_held_out(view):
-        lines.append(f"  {e.device or '?'}: {e.genome_id} (attempt {e.attempt}) running {elapsed:.0f} s: "
-                     "a held-out evaluation of the declared best")
+    lines = []
+    for n, last, elapsed, left in running_evaluations(view):
+        head = f"  {last.device or '?'}: {n.genome_id} (attempt {last.attempt}) "
+        if last.held_out:
+            lines.append(f"{head}running {elapsed:.0f} s: a held-out evaluation of the declared best")
+            continue
+        screen = f"screening at {last.fidelity:.0%} of the budget, " if last.is_screen else ""
+        lines.append(f"{head}{screen}running {elapsed:.0f} s, ~{left:.0f} s of training budget left · "
+                     f"{' '.join(n.description.split())}")
     return lines
-
-
-def running_held_out(view: StatusView) -> list[tuple[EvaluationRecord, float]]:
-    """(evaluation, seconds running) per held-out evaluation running now (:mod:`evo.held_out`);
-    none while no engine runs the run."""
-    if view.engine is None:
-        return []
-    return [(e, (view.now - e.started_at).total_seconds() if e.started_at else 0.0)
-            for e in view.held_out if e.state is EvalState.RUNNING]
 
 
 def leaderboard_columns(view: StatusView) -> list[Column]:
@@ -335,7 +329,7 @@ def leaderboard_columns(view: StatusView) -> list[Column]:
     def state(n: Node) -> str:
         if n.screen_bpb is not None and n.val_bpb is None:
             return f"{view.state_of(n)} (screen {n.screen_bpb:.4f})"
-        return f"{n.state} ({n.failure_kind})" if n.failure_kind else view.state_of(n)
+        return state_label(view.state_of(n), n.failure_kind)
 
     def wall(n: Node) -> str:
         last = view.last(n)

@@ -14,7 +14,6 @@ from evo.cli_status import (
     posterior_of,
     ranked,
     running_evaluations,
-    running_held_out,
     screening_summary,
     shares_of,
     stale_evaluations,
@@ -53,7 +52,7 @@ def status_json(view: StatusView) -> dict[str, Any]:
     genome_id, attempt, elapsed_s, budget_left_s, held_out: a held-out evaluation of the
     declared best; empty while no engine runs the run),
     ``interrupted`` (genome_id, attempt, slot of each evaluation left RUNNING by an engine
-    that died; ``evo resume`` runs them again), ``slots`` (per device: evaluations,
+    that died; ``evo resume`` records their kept outcome or runs them again), ``slots`` (per device: evaluations,
     training_s as the genomes report it, wall_s from the first start to the last finish,
     duty_cycle = training_s / wall_s, idle gaps between evaluations), ``operators`` (name -> children,
     improved, weight: the credit the engine draws operators by, :mod:`evo.credit`, over
@@ -95,12 +94,8 @@ def status_json(view: StatusView) -> dict[str, Any]:
         ],
         "running": [
             {"slot": last.device, "genome_id": n.genome_id, "attempt": last.attempt,
-             "elapsed_s": round(elapsed, 1), "budget_left_s": round(left, 1), "held_out": False}
+             "elapsed_s": round(elapsed, 1), "budget_left_s": round(left, 1), "held_out": last.held_out}
             for n, last, elapsed, left in running_evaluations(view)
-        ] + [
-            {"slot": e.device, "genome_id": e.genome_id, "attempt": e.attempt, "elapsed_s": round(elapsed, 1),
-             "budget_left_s": round(max(0.0, record.time_budget_s - elapsed), 1), "held_out": True}
-            for e, elapsed in running_held_out(view)
         ],
         "interrupted": [
             {"genome_id": n.genome_id, "attempt": e.attempt, "slot": e.device} for n, e in stale_evaluations(view)
