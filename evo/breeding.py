@@ -42,6 +42,11 @@ REASON_CHARS = 200  # the longest reason quoted in a retry line
 FAILS_PER_CHILD = 5  # failed tries after which an operator yields a child to the others (while one has fewer)
 
 
+def _short(reason: str) -> str:
+    """``reason`` cut to :data:`REASON_CHARS` for a one-line note."""
+    return reason if len(reason) <= REASON_CHARS else reason[: REASON_CHARS - 3] + "..."
+
+
 class EngineError(RuntimeError):
     """The search cannot go on (e.g. the seed genome failed, no new child can be made)."""
 
@@ -252,9 +257,8 @@ class Breeder:
             reason = str(result.reason)
             # all slow: _say_retry says it; an operator that stopped for the run: check_stops says why
             if result.status is Status.FAIL and is_slow(operator) and self.fast and stopped(operator) is None:
-                short = reason if len(reason) <= REASON_CHARS else reason[: REASON_CHARS - 3] + "..."
                 self.note(f"{operator.name} made no child for generation {plan.cohort}, child {plan.index + 1}: "
-                          f"{escape(short)}")
+                          f"{escape(_short(reason))}")
             return reason
         try:
             genome_files.validate(result.code)
@@ -295,8 +299,7 @@ class Breeder:
     def _say_retry(self, plan: ChildPlan, retry_state: tenacity.RetryCallState) -> None:
         exc = retry_state.outcome.exception() if retry_state.outcome else None
         reasons = [r for r in getattr(exc, "reasons", []) if not r.startswith("every operator")] or ["no child"]
-        reason = reasons[-1] if len(reasons[-1]) <= REASON_CHARS else reasons[-1][: REASON_CHARS - 3] + "..."
         self.note(
-            f"no child yet for generation {plan.cohort}, child {plan.index + 1} ({escape(reason)}); trying again in "
-            f"{retry_state.upcoming_sleep:.1f} s (try {retry_state.attempt_number + 1})"
+            f"no child yet for generation {plan.cohort}, child {plan.index + 1} ({escape(_short(reasons[-1]))}); "
+            f"trying again in {retry_state.upcoming_sleep:.1f} s (try {retry_state.attempt_number + 1})"
         )

@@ -155,8 +155,7 @@ def _evaluated_seed(result: GenomeResult) -> int:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     from evo.config import RunConfig
-    from evo.lineage import load_nodes
-    from evo.noise import declared_best
+    from evo.lineage import declared_best, load_nodes
     from evo.plot import plot_progress  # matplotlib is slow to import; only this verb needs it
 
     archive = open_archive(paths(args))

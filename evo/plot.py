@@ -140,7 +140,7 @@ def render_progress(points: Sequence[Point], path: Path, title: str,
         ax.set_ylim(bottom, top)
         inside = [p for p in complete if not p.kept and p.val_bpb <= top]
         above = [p for p in complete if not p.kept and p.val_bpb > top]
-        kept = [p for p in complete if p.kept] or complete[:1]  # never empty while a reading completed
+        kept = [p for p in complete if p.kept]  # the first completed reading always is: never empty here
         ax.scatter([p.index for p in inside], [p.val_bpb for p in inside], s=14, color="#b8b8b8",
                    alpha=0.8, linewidths=0, label=f"discarded ({len(inside) + len(above)})", zorder=2)
         if above:
