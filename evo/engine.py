@@ -30,6 +30,7 @@ from evo.held_out import HELD_OUT_SEED
 from evo.held_out import describe as describe_held_out
 from evo.held_out import held_out as held_out_figure
 from evo.metrics import tail
+from evo.model_snapshot import ready_limit_s
 from evo.operators import REGISTRY, MutationOperator
 from evo.operators.llm import LLMMutation
 from evo.pending import PendingOutcomes
@@ -217,6 +218,7 @@ class Engine:
         job = EvaluationJob(
             record.eval_id, genome.genome_id, code, log, env, self.config.effective_wall_limit_s(budget_s),
             self.scoring_limit(genome, budget_s), seed=genome.operator == "seed",
+            ready_limit_s=self.ready_limit(genome, budget_s),
         )
         device = pool.submit(job)
         birth = state.birth_index(genome.genome_id)
@@ -379,6 +381,16 @@ class Engine:
         overhead_s = max(0.0, max(walls) - self.time_budget_s)  # the seed's start-up and evaluation
         budget_s = self.time_budget_s if budget_s is None else budget_s
         return scoring_limit_s(budget_s, [budget_s + overhead_s])
+
+    def ready_limit(self, genome: GenomeRecord, budget_s: float) -> float | None:
+        """Wall seconds by which ``genome``'s model must be exported to be scored
+        (:func:`evo.model_snapshot.ready_limit_s`; ``None`` for the seed and before it has a reading)."""
+        seed = self.state.seed()
+        if genome.operator == "seed" or seed is None:
+            return None
+        pre = [e.metrics["model_ready_s"] - self.time_budget_s for e in seed.evaluations
+               if e.state is EvalState.COMPLETE and e.fidelity == 1.0 and e.metrics.get("model_ready_s") is not None]
+        return ready_limit_s(budget_s, [budget_s + p for p in pre])
 
     def record_noise_floor(self) -> None:
         """Store sigma in the archive once the seed's replicates are all in."""

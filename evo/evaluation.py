@@ -9,12 +9,15 @@
    (:mod:`evo.limits`), with an allowlisted environment, killed at the engine's limit:
    the hard wall-clock limit, or earlier the *scoring limit* (time budget plus the run's
    start-up allowance, measured on the seed genome), past which it would not be scored
-   anyway (``overtime``). Its output is logged with a cap (:mod:`evo.runner`).
+   anyway (``overtime``). Its output is logged with a cap (:mod:`evo.runner`). With
+   ``fitness = trusted``, the engine copies the model the moment the genome has exported
+   it (:mod:`evo.model_snapshot`); a model ready after the run's tighter *model-ready limit*
+   is not scored either (``overtime``), so the slack after the export cannot buy training.
 4. **score**: with ``fitness = trusted`` (the default), a genome that exited 0 is scored
    by the trusted evaluator (:mod:`evo.evaluator`) in a separate sandboxed process, from
-   the model it exported; what it printed is kept as ``reported_val_bpb``. That process is
-   started warm while the genome exports its model, and reads the model only once the
-   genome's processes are gone (:mod:`evo.warm_evaluator`). With
+   the engine's copy of the first model it exported; what it printed is kept as
+   ``reported_val_bpb``. That process is started warm while the genome exports its model,
+   and reads the model only once the genome's processes are gone (:mod:`evo.warm_evaluator`). With
    ``fitness = reported`` (synthetic benchmarks and tests), the printed val_bpb is the
    fitness; every other protection stays.
 5. **clean up**: the workspace is removed; nothing the genome started is left running.
@@ -34,6 +37,7 @@ from evo import compile_cache
 from evo.genome import remove_tree
 from evo.limits import ProcessLimits
 from evo.metrics import classify, parse_summary, tail
+from evo.model_snapshot import ModelSnapshot
 from evo.records import EvalState, FailureKind, Outcome
 from evo.runner import ProcessResult, Tick
 from evo.sandbox import Sandbox, SandboxSpec, allowed_environment
@@ -180,6 +184,7 @@ def evaluate_genome(
     keep_compile_cache: bool = False,
     started: WarmStart | None = None,
     on_training_over: Callable[[], None] | None = None,
+    ready_limit: float | None = None,
 ) -> Outcome:
     """Run and score one genome (module docstring, steps 1-5).
 
@@ -199,6 +204,8 @@ def evaluate_genome(
             it (:func:`evo.warm_start.takes`), else closed; closed afterwards either way.
         on_training_over: called (from this thread or the genome's) when the genome is done
             training: its harness began the export, or it exited; maybe more than once.
+        ready_limit: the model-ready limit, seconds (``None``: none yet;
+            :func:`evo.model_snapshot.ready_limit_s`).
 
     Returns:
         The :class:`Outcome` to record (``sandbox`` set).
@@ -207,6 +214,7 @@ def evaluate_genome(
         KeyboardInterrupt: after the processes were killed and the workspace removed.
     """
     warm: WarmEvaluator | None = None
+    snapshot: ModelSnapshot | None = None
     if started is not None and not (takes(code) and started.wait_held()):
         started.close()
         started = None
@@ -224,18 +232,24 @@ def evaluate_genome(
         limit = hard_limit_s if scoring_limit is None else min(hard_limit_s, scoring_limit)
         placement = placement or Placement("local")
         cache_env = compile_cache.give(setup.compile_cache, workspace)  # the seed's, if it came after the warm start
-        warm = WarmEvaluator(setup, trusted_harness, log_path, placement) if setup.fitness == "trusted" else None
+        if setup.fitness == "trusted":
+            warm = WarmEvaluator(setup, trusted_harness, log_path, placement)
+            snapshot = ModelSnapshot(workspace / MODEL_DIR, workspace.parent / f".{workspace.name}.model")
         genome_env = _genome_env(setup, workspace, {**env, **placement.env, **cache_env})
         result = _run_genome(setup, workspace, log_path, genome_env, limit, on_tick, placement, warm, started,
-                             on_training_over)
+                             on_training_over, snapshot)
         if on_training_over is not None:
             on_training_over()
-        outcome = _judge(setup, result, workspace, log_path, hard_limit_s, scoring_limit, warm)
+        if snapshot is not None:
+            snapshot.at_exit(result.wall_s)
+        outcome = _judge(setup, result, log_path, hard_limit_s, scoring_limit, warm, snapshot, ready_limit)
         if keep_compile_cache and setup.sandbox.isolated and outcome.state is EvalState.COMPLETE:
             compile_cache.keep(workspace, setup.compile_cache)
     finally:
         if warm is not None:
             warm.close()
+        if snapshot is not None:
+            snapshot.discard()
         if started is not None:
             started.close()
         remove_tree(workspace)
@@ -292,12 +306,15 @@ def start_warm(setup: EvaluationSetup, workspace: Path, log_path: Path, placemen
 def _run_genome(
     setup: EvaluationSetup, workspace: Path, log_path: Path, genome_env: dict[str, str], limit_s: float,
     on_tick: Callable[[Tick], None] | None, placement: Placement, warm: WarmEvaluator | None,
-    started: WarmStart | None, on_training_over: Callable[[], None] | None,
+    started: WarmStart | None, on_training_over: Callable[[], None] | None, snapshot: ModelSnapshot | None,
 ) -> ProcessResult:
     """Run the genome, in ``started`` if it is given and still there; its warm evaluator
-    (and the slot's next warm start) start when the harness says the export began."""
+    (and the slot's next warm start) start when the harness says the export began, and
+    ``snapshot`` looks for its exported model at every tick."""
 
     def ticked(tick: Tick) -> None:
+        if snapshot is not None:
+            snapshot.poll(tick.elapsed_s)
         if tick.last_line.startswith(EXPORT_STARTED):
             if warm is not None:
                 warm.start()
@@ -317,21 +334,27 @@ def _run_genome(
 
 
 def _judge(
-    setup: EvaluationSetup, result: ProcessResult, workspace: Path, log_path: Path,
-    hard_limit_s: float, scoring_limit: float | None, warm: WarmEvaluator | None,
+    setup: EvaluationSetup, result: ProcessResult, log_path: Path, hard_limit_s: float,
+    scoring_limit: float | None, warm: WarmEvaluator | None, snapshot: ModelSnapshot | None,
+    ready_limit: float | None,
 ) -> Outcome:
     """How the genome ended, and its fitness; in a trusted run a printed val_bpb is only ever
-    kept as ``reported_val_bpb``."""
-    outcome = _verdict(setup, result, workspace, log_path, hard_limit_s, scoring_limit, warm)
-    if setup.fitness == "trusted" and outcome.state is not EvalState.COMPLETE and "val_bpb" in outcome.metrics:
-        metrics = {k: v for k, v in outcome.metrics.items() if k != "val_bpb"}
-        outcome = replace(outcome, metrics={**metrics, "reported_val_bpb": outcome.metrics["val_bpb"]})
+    kept as ``reported_val_bpb``, and ``model_ready_s`` is the engine's (the snapshot's)."""
+    outcome = _verdict(setup, result, log_path, hard_limit_s, scoring_limit, warm, snapshot, ready_limit)
+    if setup.fitness == "trusted":
+        metrics = {k: v for k, v in outcome.metrics.items() if k != "model_ready_s"}
+        if snapshot is not None and snapshot.ready_s is not None:
+            metrics["model_ready_s"] = round(snapshot.ready_s, 3)
+        if outcome.state is not EvalState.COMPLETE and "val_bpb" in metrics:
+            metrics["reported_val_bpb"] = metrics.pop("val_bpb")
+        outcome = replace(outcome, metrics=metrics)
     return outcome
 
 
 def _verdict(
-    setup: EvaluationSetup, result: ProcessResult, workspace: Path, log_path: Path,
-    hard_limit_s: float, scoring_limit: float | None, warm: WarmEvaluator | None,
+    setup: EvaluationSetup, result: ProcessResult, log_path: Path, hard_limit_s: float,
+    scoring_limit: float | None, warm: WarmEvaluator | None, snapshot: ModelSnapshot | None,
+    ready_limit: float | None,
 ) -> Outcome:
     if scoring_limit is not None and result.wall_s > scoring_limit and (not result.timed_out or scoring_limit < hard_limit_s):
         return Outcome(
@@ -340,11 +363,23 @@ def _verdict(
             f"({scoring_limit:.0f} s, measured on the seed genome): not scored",
             tail(result.tail),
         )
+    ready_s = None if snapshot is None else snapshot.ready_s
+    if ready_limit is not None and ready_s is not None and ready_s > ready_limit:
+        return Outcome(
+            EvalState.FAIL, result.wall_s, result.returncode, parse_summary(result.tail), FailureKind.OVERTIME,
+            f"its model was exported {ready_s:.0f} s after it started, past the time budget plus the run's "
+            f"start-up allowance for the export ({ready_limit:.0f} s, measured on the seed genome): not scored",
+            tail(result.tail),
+        )
     outcome = classify(result.tail, result.returncode, result.timed_out, result.wall_s)
     if warm is None or result.timed_out or result.returncode != 0 or outcome.failure_kind is FailureKind.NAN:
         return outcome
     printed = outcome.metrics
-    score = warm.score(workspace / MODEL_DIR)
+    assert snapshot is not None  # made with the evaluator
+    if snapshot.refused:
+        return Outcome(EvalState.FAIL, result.wall_s, result.returncode, printed, FailureKind.UNVERIFIABLE,
+                       f"the exported model cannot be scored: {snapshot.refused}", outcome.log_tail)
+    score = warm.score(snapshot.into)
     if "reason" in score:
         return Outcome(EvalState.FAIL, result.wall_s, result.returncode, printed, FailureKind.UNVERIFIABLE,
                        str(score["reason"]), outcome.log_tail)

@@ -9,10 +9,10 @@ the genome exports its model, then waits (:class:`evo.runner.Gate`). A genome th
 the line early only makes its own evaluator start early, on its own slot's cores.
 
 It reads nothing of the genome's until the genome's processes are gone. Then
-:meth:`WarmEvaluator.score` moves the exported folder, if it is a real folder (not a
-link), into the evaluator's own read-only working folder (a rename: no copy, and a
-genome that is dead can no longer swap it), releases the evaluator, and waits for its
-one result line. An evaluation that needs no trusted score cancels it (:meth:`close`).
+:meth:`WarmEvaluator.score` moves the model folder it is given (the engine's copy of the
+genome's first export, :mod:`evo.model_snapshot`), if it is a real folder (not a link),
+into the evaluator's own read-only working folder (a rename), releases the evaluator, and
+waits for its one result line. An evaluation that needs no trusted score cancels it (:meth:`close`).
 """
 
 from __future__ import annotations

@@ -93,13 +93,13 @@ def setup(tmp_path_factory) -> EvaluationSetup:
     )
 
 
-def _evaluate(setup: EvaluationSetup, ending: str, genome_id: str):
+def _evaluate(setup: EvaluationSetup, ending: str, genome_id: str, ready_limit: float | None = None):
     code = (EXPLOITS / "base.py").read_text() + "\n" + ending
     genome_dir = setup.project_dir / "genomes" / "run"
     genome_dir.mkdir(parents=True, exist_ok=True)
     env = {"EVO_PROFILE": "smoke", "EVO_DATASET": "sotu", "EVO_SEED": "1"}
     outcome = evaluate_genome(setup, code, genome_dir / f"{genome_id}.work", genome_dir / f"{genome_id}.log", env,
-                              hard_limit_s=120.0, scoring_limit=None)
+                              hard_limit_s=120.0, scoring_limit=None, ready_limit=ready_limit)
     return outcome, genome_dir
 
 
@@ -139,11 +139,11 @@ def test_a_genome_that_fails_after_its_export_leaves_no_evaluator(setup):
 
 def test_a_model_folder_swapped_for_a_link_is_not_scored(setup):
     ending = (f"print({EXPORT_STARTED!r}, flush=True)\n"  # start the evaluator at once, before the swap
-              "honest_main()\n"
-              "import os, shutil\n"
+              "import os\n"
               "d = os.environ['EVO_EXPORT_DIR']\n"
-              "shutil.move(d, d + '.real')\n"
-              "os.symlink(d + '.real', d)\n")
+              "os.makedirs(d + '.real')\n"
+              "os.symlink(d + '.real', d)\n"  # the export goes through the link
+              "honest_main()\n")
     outcome, genome_dir = _evaluate(setup, ending, "g0003")
     assert outcome.state is EvalState.FAIL and outcome.failure_kind is FailureKind.UNVERIFIABLE
     assert "exported no model" in outcome.error
@@ -210,3 +210,42 @@ def test_folders_a_genome_locked_are_still_moved_and_removed():
     shutil.rmtree(base, ignore_errors=True)
     assert os.waitstatus_to_exitcode(status) == 0, said
     assert said.split("\n") == ["locked", "moved", "left False False"]
+
+
+# ------------------------------------------------------------- the model-ready limit (evo.model_snapshot)
+
+SLACK = ("_m, _t, _s = train_model(seconds=5 * TIME_BUDGET)\n"  # past the budget, well before a generous wall limit
+         "_v = evaluate_model(_m, _t)\n"
+         "print_summary(_v, TIME_BUDGET, _s, _m)\n")
+
+
+def test_training_in_the_slack_after_the_budget_is_overtime(setup):
+    """5x the budget of training, then an honest export: within the 120 s wall limit, but
+    its model is ready long after the model-ready limit (an honest one's is ready in ~5 s)."""
+    outcome, genome_dir = _evaluate(setup, SLACK, "g0005", ready_limit=9.0)
+    assert outcome.state is EvalState.FAIL and outcome.failure_kind is FailureKind.OVERTIME, outcome.error
+    assert "its model was exported" in outcome.error and "(9 s" in outcome.error
+    assert outcome.metrics["model_ready_s"] > 15.0 and "val_bpb" not in outcome.metrics
+    assert _evaluators(genome_dir) == []
+
+
+def test_an_honest_genome_is_scored_within_the_ready_limit_and_cannot_print_its_ready_time(setup):
+    outcome, _ = _evaluate(setup, "honest_main()\nprint('model_ready_s: 0.01')\n", "g0006", ready_limit=9.0)
+    assert outcome.state is EvalState.COMPLETE, outcome.error
+    assert 3.0 < outcome.metrics["model_ready_s"] < outcome.wall_s + 0.001  # the engine's clock, not the genome's line
+
+
+def test_what_a_genome_does_to_its_export_afterwards_is_not_scored(setup):
+    """Export on time, then rewrite the exported files through descriptors kept open (a
+    stand-in for a better model trained later): the engine scores its copy of the first."""
+    ending = ("_m, _t, _s = train_model()\n"
+              "_v = evaluate_model(_m, _t)\n"
+              "_d = os.environ['EVO_EXPORT_DIR']\n"
+              "_kept = [open(os.path.join(_d, n), 'r+b') for n in ('program.json', 'state_dict.pt', 'constants.pt')]\n"
+              "time.sleep(2.0)\n"
+              "for _f in _kept:\n"
+              "    _f.write(b'garbage' * 64); _f.flush()\n"
+              "print_summary(_v, TIME_BUDGET, _s, _m)\n")
+    outcome, _ = _evaluate(setup, ending, "g0007")
+    assert outcome.state is EvalState.COMPLETE, outcome.error
+    assert outcome.metrics["val_bpb"] > 1.5 and "trusted_eval_tokens" in outcome.metrics

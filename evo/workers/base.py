@@ -34,6 +34,8 @@ class EvaluationJob:
         scoring_limit_s: wall seconds past which it is not scored (``None``: none yet).
         seed: whether the genome is the run's seed, whose compile cache may become the
             run's (:mod:`evo.compile_cache`).
+        ready_limit_s: wall seconds by which its model must be exported to be scored
+            (:mod:`evo.model_snapshot`; ``None``: none yet).
     """
 
     eval_id: int
@@ -44,6 +46,7 @@ class EvaluationJob:
     hard_limit_s: float
     scoring_limit_s: float | None
     seed: bool = False
+    ready_limit_s: float | None = None
 
 
 @dataclass(frozen=True)

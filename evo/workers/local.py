@@ -150,7 +150,7 @@ class LocalPool:
         try:
             outcome = evaluate_genome(
                 self.setup, job.code, genome_files.workspace_path(self.genome_dir, job.genome_id), job.log_path,
-                job.env, hard_limit_s=job.hard_limit_s, scoring_limit=job.scoring_limit_s, on_tick=tick,
+                job.env, hard_limit_s=job.hard_limit_s, scoring_limit=job.scoring_limit_s, ready_limit=job.ready_limit_s, on_tick=tick,
                 placement=placement, keep_compile_cache=job.seed, started=held,
                 on_training_over=lambda: self._start_warm(placement),
             )

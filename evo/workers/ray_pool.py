@@ -245,7 +245,7 @@ def evaluate_on_node(
         log = folder / job.log_path.name
         outcome = evaluate_genome(
             local, job.code, folder / f"{job.genome_id}.work", log, job.env, hard_limit_s=job.hard_limit_s,
-            scoring_limit=job.scoring_limit_s, placement=placement, keep_compile_cache=job.seed,
+            scoring_limit=job.scoring_limit_s, ready_limit=job.ready_limit_s, placement=placement, keep_compile_cache=job.seed,
         )
         trusted = trusted_log_path(log)
         trusted_bytes = _read_capped(trusted) if trusted.is_file() else None
