@@ -15,7 +15,11 @@ machine that gets busier later does not favour one. Read back from each archive
   imports, sandbox; the part a warm start moves out of the slot's way;
 * ``gap``: the slot's median idle seconds between one evaluation's end and the next start;
 * ``duty``: the slot's training seconds over its wall seconds, first start to last end;
-* ``evals/h``: evaluations per hour over the same span.
+* ``evals/h``: evaluations per hour over the same span;
+* ``ready_past_budget_seed`` / ``ready_past_budget_children_max``: seconds past the budget
+  until the seed's model was ready and, largest, the other genomes' (``model_ready_s``,
+  :mod:`evo.model_snapshot`), and ``overtime``: evaluations failed for time. On a GPU this
+  is the margin of the model-ready limit for honest genomes (compiled, warm-started).
 
 Usage (the venv active, nothing else running):
 
@@ -71,12 +75,20 @@ def run_once(folder: Path, warm: bool, args: argparse.Namespace) -> dict:
     outside = [e.wall_s - e.metrics["total_seconds"] for e in evaluations
                if e.state is EvalState.COMPLETE and e.wall_s is not None and e.metrics.get("total_seconds") is not None]
     (device, count, training_s, span_s, gap_s, _gap_max), *_ = archive.duty_cycle(record.run)
+    # the model-ready limit's margin (evo.model_snapshot): seconds past the budget until each model was ready
+    seeds = {g.genome_id for g in archive.genomes(record.run) if g.operator == "seed"}
+    past = [(e.genome_id in seeds, e.metrics["model_ready_s"] - record.time_budget_s)
+            for e in archive.evaluations(record.run) if e.metrics.get("model_ready_s") is not None]
+    overtime = sum(1 for e in archive.evaluations(record.run) if e.failure_kind == "overtime")
     return {"wall": split.wall_s, "startup": split.startup_s, "training": split.training_s,
             "scoring": split.trusted_eval_s, "outside": statistics.median(outside),
             "gap": gap_s, "duty": training_s / span_s if span_s else float("nan"),
             "per_h": 3600.0 * count / span_s if span_s else float("nan"), "n": count,
             "overhead": (span_s - training_s) / count if count else float("nan"),
-            "elapsed": time.monotonic() - started, "device": device}
+            "elapsed": time.monotonic() - started, "device": device,
+            "ready_past_budget_seed": max((p for seed, p in past if seed), default=None),
+            "ready_past_budget_children_max": max((p for seed, p in past if not seed), default=None),
+            "overtime": overtime}
 
 
 def main() -> None:
