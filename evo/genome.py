@@ -126,13 +126,14 @@ def workspace_path(genome_dir: Path, genome_id: str) -> Path:
 
 
 def remove_workspaces(genome_dir: Path) -> None:
-    """Remove evaluation workspaces, and warm starts' logs, a killed engine left behind
-    (symlinks are not followed)."""
+    """Remove evaluation workspaces, their model snapshots, and warm starts' logs, a killed
+    engine left behind (symlinks are not followed)."""
     from evo import compile_cache
 
     if genome_dir.is_dir():
         partial = genome_dir.glob(compile_cache.PARTIAL)  # half-written shared compile caches
-        for path in [*genome_dir.glob("*.work"), *genome_dir.glob(".*.work.harness"), *partial]:
+        snapshots = genome_dir.glob(".*.work.model")  # evo.model_snapshot's copies of exported models
+        for path in [*genome_dir.glob("*.work"), *genome_dir.glob(".*.work.harness"), *snapshots, *partial]:
             remove_tree(path)
         for path in genome_dir.glob(f"{WARM_PREFIX}*.log"):
             path.unlink(missing_ok=True)

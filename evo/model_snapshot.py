@@ -1,4 +1,4 @@
-"""The model a genome exports, copied out of its reach the moment the engine first sees it.
+"""The model a genome exports, copied out of its reach as soon as the engine sees it.
 
 A genome's wall time is all the engine can measure of its training: what the genome prints,
 and any signal from its own process, it can forge. The wall time of the whole process
@@ -7,15 +7,19 @@ slice), which grows with the model, so the limit on it has to be generous, and a
 could spend that slack on more training. This module bounds the training itself: the
 engine looks at the genome's export folder about four times a second while it runs, and
 the first time it holds every file of a complete export (:data:`evo.evaluator.PROGRAM_FILES`,
-regular files) it copies them into a folder of its own. That copy is what the trusted
-evaluator scores, and ``ready_s``, the wall second it was taken, bounds the model's
-training: whatever the genome does later (more training, a second export, rewriting the
-files through a descriptor it kept open) is never seen. The engine then holds ``ready_s``
-to the run's *model-ready limit* (:func:`ready_limit_s`), which is tight because it
-excludes the work after the export.
+regular files) it copies them into a folder of its own, in a thread of its own (the runner
+goes on enforcing the genome's limits). That copy is what the trusted evaluator scores, and
+``ready_s``, the wall second the copy was complete, bounds the model's training: whatever the
+genome does later (more training, a second export, rewriting the files through a descriptor
+it kept open) is never seen, and whatever it did during the copy happened before ``ready_s``.
+The engine holds ``ready_s`` to the run's *model-ready limit* (:func:`ready_limit_s`), which
+is tight because it excludes the work after the export.
 
-A genome that exits before a poll saw its export is snapshotted at its exit, with
-``ready_s`` its wall time. Links, FIFOs and oversized files are never read.
+The folder is opened once without following a link and every file relative to that
+descriptor, so swapping the folder for a link never makes the engine read elsewhere; links,
+FIFOs and oversized files are never read; holes in a sparse file stay holes in the copy.
+A genome that exits before a look saw its export is copied at its exit, with ``ready_s`` its
+wall time.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,6 +37,7 @@ from evo.genome import remove_tree
 
 EXPORT_ERROR = "export_error.txt"  # written by prepare.export_model when torch.export failed
 MAX_ERROR_BYTES = 16 * 2**10
+CHUNK_BYTES = 4 * 2**20
 # Model-ready allowance: the seed's seconds past the budget until its model was ready
 # (start-up, compilation, untimed warm-up steps, the export) plus the larger of half of
 # that, this share of the budget and MIN_READY_SLACK_S.
@@ -59,7 +66,7 @@ def ready_limit_s(time_budget_s: float, seed_ready_s: Sequence[float]) -> float 
 
 
 class ModelSnapshot:
-    """Copies of a genome's first complete export, taken while it runs.
+    """A copy of a genome's first complete export, taken while it runs.
 
     Args:
         export_dir: the genome's export folder (in its workspace; it may not exist yet).
@@ -67,8 +74,9 @@ class ModelSnapshot:
             snapshot, removed by :meth:`discard`.
 
     Attributes:
-        ready_s: wall seconds from the genome's start to the snapshot (``None``: none yet).
-        refused: why a complete export could not be taken (a file too large), if so.
+        ready_s: wall seconds from the genome's start until the copy was complete
+            (``None``: none yet).
+        refused: why a complete export was not copied (a file too large, a full disk), if so.
     """
 
     def __init__(self, export_dir: Path, into: Path) -> None:
@@ -76,98 +84,164 @@ class ModelSnapshot:
         self.into = into
         self.ready_s: float | None = None
         self.refused: str | None = None
+        self._thread: threading.Thread | None = None
+        self._offset_s = 0.0  # the genome's elapsed seconds minus time.monotonic()
+        self._copied: tuple[bool, float] | None = None  # (taken, monotonic end) of the last copy
 
     @property
     def taken(self) -> bool:
         return self.ready_s is not None
 
-    def poll(self, elapsed_s: float) -> bool:
-        """Take the snapshot if the export is complete now; ``elapsed_s``: the genome's wall
-        seconds so far. Returns whether a snapshot is taken (now or before). Never raises
-        for what the genome did to its folder: an unreadable export is tried again later."""
+    def poll(self, elapsed_s: float, wait: bool = False) -> bool:
+        """Look at the export folder; ``elapsed_s``: the genome's wall seconds now. A complete
+        export starts a copy in a thread (``wait``: finish it here); a finished copy sets
+        ``ready_s``. Returns whether a snapshot is taken. Never raises for what the genome
+        did to its folder: an export that changed during the copy is tried again later."""
         if self.taken:
             return True
-        if not _is_real_dir(self.export_dir):
+        if self._thread is None:
+            if not _complete(self.export_dir):
+                return False
+            self._offset_s = elapsed_s - time.monotonic()
+            self._thread = threading.Thread(target=self._copy, name=f"snapshot {self.into.name}", daemon=True)
+            self._thread.start()
+        if wait:
+            self._thread.join()
+        if self._thread.is_alive():
             return False
-        try:
-            names = set(os.listdir(self.export_dir))
-        except OSError:
-            return False
-        if not all(name in names and _is_regular(self.export_dir / name) for name in PROGRAM_FILES):
-            return False  # (checked before anything is copied, so a FIFO or link costs no copy)
-        remove_tree(self.into)
-        try:
-            self.into.mkdir(parents=True)
-            for name in PROGRAM_FILES:
-                _copy_regular(self.export_dir / name, self.into / name, _limit(name))
-        except _TooLarge as exc:
-            self.refused = str(exc)
-        except OSError as exc:
-            remove_tree(self.into)
-            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-                return False  # swapped or removed meanwhile: look again at the next tick
-            self.refused = f"the engine could not copy it: {exc.strerror}"
-        if self.refused:
-            remove_tree(self.into)
-        self.ready_s = elapsed_s
-        return True
+        self._thread = None
+        assert self._copied is not None
+        taken, end = self._copied
+        if taken:
+            self.ready_s = end + self._offset_s
+        return taken
 
     def at_exit(self, wall_s: float) -> None:
-        """The genome's processes are gone: take the snapshot now if no poll did (``ready_s``
-        = ``wall_s``); without a complete export, keep its ``export_error.txt`` (why
-        torch.export failed), if any, for the evaluator to report."""
-        if self.poll(wall_s):
+        """The genome's processes are gone: finish or take the snapshot now (``ready_s`` at
+        most ``wall_s``: nothing changes after the exit); without a complete export, keep its
+        ``export_error.txt`` (why torch.export failed), if any, for the evaluator to report."""
+        if self._thread is not None:
+            self.poll(wall_s, wait=True)  # the copy under way
+        if not self.taken:
+            self.poll(wall_s, wait=True)  # a copy of what is there now
+        if self.taken:
+            self.ready_s = min(self.ready_s, wall_s)
             return
-        if not _is_real_dir(self.export_dir):
+        try:
+            folder = _open_folder(self.export_dir)
+        except OSError:
             return
         try:
             self.into.mkdir(parents=True, exist_ok=True)
-            _copy_regular(self.export_dir / EXPORT_ERROR, self.into / EXPORT_ERROR, MAX_ERROR_BYTES)
+            _copy_file(folder, EXPORT_ERROR, self.into, MAX_ERROR_BYTES)
         except (OSError, _TooLarge):
             remove_tree(self.into)  # no folder: the evaluator says no model was exported
+        finally:
+            os.close(folder)
 
     def discard(self) -> None:
+        """Remove the copy (after its thread, if one is still copying)."""
+        if self._thread is not None:
+            self._thread.join()
         remove_tree(self.into)
+
+    def _copy(self) -> None:
+        """The copy, in its own thread: ``_copied`` = (taken, when it ended)."""
+        taken = True
+        remove_tree(self.into)
+        try:
+            folder = _open_folder(self.export_dir)
+        except OSError:
+            self._copied = (False, time.monotonic())
+            return
+        try:
+            self.into.mkdir(parents=True)
+            for name in PROGRAM_FILES:
+                _copy_file(folder, name, self.into, MAX_PROGRAM_BYTES if name == PROGRAM_FILES[0] else MAX_TENSOR_FILE_BYTES)
+        except _TooLarge as exc:
+            self.refused = str(exc)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                self.refused = f"the engine could not copy it: {exc.strerror}"
+            else:
+                taken = False  # swapped or removed meanwhile: look again at the next tick
+        finally:
+            os.close(folder)
+        if self.refused or not taken:
+            remove_tree(self.into)
+        self._copied = (taken, time.monotonic())
 
 
 class _TooLarge(Exception):
     pass
 
 
-def _limit(name: str) -> int:
-    return MAX_PROGRAM_BYTES if name == PROGRAM_FILES[0] else MAX_TENSOR_FILE_BYTES
+def _open_folder(path: Path) -> int:
+    """A descriptor of ``path`` if it is a real folder (a link is refused). Raises OSError."""
+    return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
 
 
-def _is_regular(path: Path) -> bool:
+def _complete(export_dir: Path) -> bool:
+    """Whether the folder (not a link) holds every export file as a regular file; checked
+    before anything is copied, so a FIFO or a link costs no copy."""
     try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
+        folder = _open_folder(export_dir)
     except OSError:
         return False
-
-
-def _is_real_dir(path: Path) -> bool:
     try:
-        return stat.S_ISDIR(os.lstat(path).st_mode)
-    except OSError:
-        return False
-
-
-def _copy_regular(source: Path, target: Path, limit: int) -> None:
-    """Copy ``source`` if it is a regular file (not a link, FIFO or device) of at most
-    ``limit`` bytes. Raises OSError (absent, not regular, unreadable) or _TooLarge."""
-    fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise OSError(f"{source.name} is not a regular file")
-        if info.st_size > limit:
-            raise _TooLarge(f"{source.name} is {info.st_size:,} bytes, more than the {limit:,} allowed")
-        with os.fdopen(os.dup(fd), "rb") as src, open(target, "xb") as dst:
-            copied = 0
-            while chunk := src.read(1 << 22):
-                copied += len(chunk)
-                if copied > limit:
-                    raise _TooLarge(f"{source.name} grew past the {limit:,} bytes allowed")
-                dst.write(chunk)
+        for name in PROGRAM_FILES:
+            try:
+                if not stat.S_ISREG(os.stat(name, dir_fd=folder, follow_symlinks=False).st_mode):
+                    return False
+            except OSError:
+                return False
+        return True
     finally:
-        os.close(fd)
+        os.close(folder)
+
+
+def _copy_file(folder: int, name: str, into: Path, limit: int) -> None:
+    """Copy ``name`` of the open ``folder`` into ``into`` if it is a regular file (not a link,
+    FIFO or device) of at most ``limit`` bytes; only its data, holes stay holes. Raises
+    OSError (absent, not regular, unreadable, disk full) or _TooLarge."""
+    source = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=folder)
+    try:
+        info = os.fstat(source)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, f"{name} is not a regular file")
+        if info.st_size > limit:
+            raise _TooLarge(f"{name} is {info.st_size:,} bytes, more than the {limit:,} allowed")
+        target = os.open(into / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            for start, end in _data_extents(source, info.st_size):
+                offset = start
+                while offset < end:
+                    chunk = os.pread(source, min(CHUNK_BYTES, end - offset), offset)
+                    if not chunk:
+                        break  # truncated meanwhile
+                    os.pwrite(target, chunk, offset)
+                    offset += len(chunk)
+            os.ftruncate(target, info.st_size)
+        finally:
+            os.close(target)
+    finally:
+        os.close(source)
+
+
+def _data_extents(fd: int, size: int) -> list[tuple[int, int]]:
+    """The (start, end) byte ranges of ``fd`` that hold data (SEEK_DATA / SEEK_HOLE); the
+    whole file where the file system cannot tell."""
+    if not hasattr(os, "SEEK_DATA"):
+        return [(0, size)]
+    extents, offset = [], 0
+    while offset < size:
+        try:
+            start = os.lseek(fd, offset, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # only a hole is left
+                break
+            return [(0, size)]
+        end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+        extents.append((start, end))
+        offset = end
+    return extents

@@ -27,13 +27,14 @@ def test_the_first_complete_export_is_copied_and_later_changes_are_not_seen(tmp_
     assert not snap.poll(2.0)  # incomplete: not taken
     _export(export)
     kept = open(export / PROGRAM_FILES[1], "r+b")  # a descriptor the genome keeps
-    assert snap.poll(3.25) and snap.ready_s == 3.25
+    assert snap.poll(3.25, wait=True) and 3.25 <= snap.ready_s < 3.5  # when the copy was complete
+    ready = snap.ready_s
     kept.write(b"rewritten later")
     kept.close()
     _export(export, b"second")  # a second export
-    assert snap.poll(9.0) and snap.ready_s == 3.25
+    assert snap.poll(9.0, wait=True) and snap.ready_s == ready
     snap.at_exit(12.0)
-    assert snap.ready_s == 3.25
+    assert snap.ready_s == ready
     assert {p.name: p.read_bytes() for p in into.iterdir()} == {n: b"first " + n.encode() for n in PROGRAM_FILES}
     snap.discard()
     assert not into.exists()
@@ -47,12 +48,12 @@ def test_links_and_fifos_are_never_read(tmp_path):
     (export / PROGRAM_FILES[0]).unlink()
     (export / PROGRAM_FILES[0]).symlink_to(secret)
     snap = ModelSnapshot(export, tmp_path / "a")
-    assert not snap.poll(1.0) and not (tmp_path / "a").exists()
+    assert not snap.poll(1.0, wait=True) and not (tmp_path / "a").exists()
 
     (export / PROGRAM_FILES[0]).unlink()
     os.mkfifo(export / PROGRAM_FILES[0])  # opening it for reading would block without O_NONBLOCK
     done = []
-    thread = threading.Thread(target=lambda: done.append(snap.poll(2.0)), daemon=True)
+    thread = threading.Thread(target=lambda: done.append(snap.poll(2.0, wait=True)), daemon=True)
     thread.start()
     thread.join(5)
     assert done == [False]
@@ -72,7 +73,7 @@ def test_an_oversized_file_is_refused_not_copied(tmp_path, monkeypatch):
     export = tmp_path / "evo_model"
     _export(export)
     snap = ModelSnapshot(export, tmp_path / "into")
-    assert snap.poll(1.0)
+    assert snap.poll(1.0, wait=True)
     assert snap.refused and "state_dict.pt" in snap.refused and "more than the 8 allowed" in snap.refused
     assert not (tmp_path / "into").exists()
 
@@ -114,15 +115,15 @@ def test_a_full_disk_refuses_the_model_once_instead_of_copying_at_every_tick(tmp
 
     calls = []
 
-    def full(source, target, limit):
-        calls.append(source.name)
+    def full(folder, name, into, limit):
+        calls.append(name)
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(model_snapshot, "_copy_regular", full)
+    monkeypatch.setattr(model_snapshot, "_copy_file", full)
     export = tmp_path / "evo_model"
     _export(export)
     snap = ModelSnapshot(export, tmp_path / "into")
-    assert snap.poll(1.0) and snap.poll(2.0)
-    assert calls == [PROGRAM_FILES[0]] and snap.ready_s == 1.0
+    assert snap.poll(1.0, wait=True) and snap.poll(2.0, wait=True)
+    assert calls == [PROGRAM_FILES[0]] and 1.0 <= snap.ready_s < 1.5
     assert snap.refused == "the engine could not copy it: No space left on device"
     assert not (tmp_path / "into").exists()
