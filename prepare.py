@@ -249,6 +249,7 @@ DATA_DIR = str(_SETTINGS.data_dir)
 TOKENIZER_DIR = str(_SETTINGS.tokenizer_dir)
 # Under evo (see the module docstring): where evaluate_bpb exports the model; None outside evo.
 EXPORT_DIR = _env(os.environ, "EVO_EXPORT_DIR")
+_EXPORTED = False  # whether evaluate_bpb exported the model (under evo, only its first call does)
 
 # Genomes get their randomness through the harness: one seed for every generator.
 # (torch.manual_seed only queues the CUDA seeding; it does not initialise CUDA.)
@@ -775,22 +776,29 @@ def evaluate_bpb(model: torch.nn.Module, tokenizer: Tokenizer, batch_size: int) 
 
     Under evo (``EVO_EXPORT_DIR`` set) the genome never sees validation data: the model is
     first exported for evo's trusted evaluator (:func:`export_model`, which computes the
-    fitness itself), and the number returned is bits per byte on a fixed slice of the
-    *training* split (a quarter of EVAL_TOKENS), a progress report only.
+    fitness itself; only the first call exports, and evo scores that model), and the number
+    returned is bits per byte on a fixed slice of the *training* split (a quarter of
+    EVAL_TOKENS), a progress report only.
 
     Raises:
         ValueError: the model's loss has the wrong number of elements.
     """
+    global _EXPORTED
     device = next(model.parameters()).device
     split, eval_tokens, fixed_order = "val", EVAL_TOKENS, False
     if EXPORT_DIR is not None:
-        export_model(model, batch_size, EXPORT_DIR, device)
         split, eval_tokens, fixed_order = "train", max(1, EVAL_TOKENS // 4), True
-        print(
-            "evaluate_bpb under evo: the model was exported for evo's trusted evaluator, which computes "
-            "val_bpb; the number returned here is bits per byte on a fixed slice of the training split",
-            flush=True,
-        )
+        if _EXPORTED:  # evo copies the first export it sees and scores that one
+            print("evaluate_bpb under evo: called again, not exported again: evo scores the model exported "
+                  "by the first call", flush=True)
+        else:
+            export_model(model, batch_size, EXPORT_DIR, device)
+            _EXPORTED = True
+            print(
+                "evaluate_bpb under evo: the model was exported for evo's trusted evaluator, which computes "
+                "val_bpb; the number returned here is bits per byte on a fixed slice of the training split",
+                flush=True,
+            )
     token_bytes = get_token_bytes(device=device)
     loader = _batches(tokenizer, batch_size, MAX_SEQ_LEN, split, device=device, fixed_order=fixed_order)
     steps = max(1, eval_tokens // (batch_size * MAX_SEQ_LEN))

@@ -242,6 +242,8 @@ def evaluate_genome(
             on_training_over()
         if snapshot is not None:
             snapshot.at_exit(result.wall_s)
+            if started is not None and started.imports_s:
+                snapshot.as_if_cold(started.imports_s)
         outcome = _judge(setup, result, log_path, hard_limit_s, scoring_limit, warm, snapshot, ready_limit)
         if keep_compile_cache and setup.sandbox.isolated and outcome.state is EvalState.COMPLETE:
             compile_cache.keep(workspace, setup.compile_cache)
@@ -342,9 +344,11 @@ def _judge(
     kept as ``reported_val_bpb``, and ``model_ready_s`` is the engine's (the snapshot's)."""
     outcome = _verdict(setup, result, log_path, hard_limit_s, scoring_limit, warm, snapshot, ready_limit)
     if setup.fitness == "trusted":
-        metrics = {k: v for k, v in outcome.metrics.items() if k != "model_ready_s"}
+        metrics = {k: v for k, v in outcome.metrics.items() if k not in ("model_ready_s", "warm_imports_s")}
         if snapshot is not None and snapshot.ready_s is not None:
             metrics["model_ready_s"] = round(snapshot.ready_s, 3)
+        if snapshot is not None and snapshot.imports_s:
+            metrics["warm_imports_s"] = round(snapshot.imports_s, 3)
         if outcome.state is not EvalState.COMPLETE and "val_bpb" in metrics:
             metrics["reported_val_bpb"] = metrics.pop("val_bpb")
         outcome = replace(outcome, metrics=metrics)

@@ -75,7 +75,7 @@ class ModelSnapshot:
 
     Attributes:
         ready_s: wall seconds from the genome's start until the copy was complete
-            (``None``: none yet).
+            (``None``: none yet); for a warm-started genome, plus its interpreter's imports.
         refused: why a complete export was not copied (a file too large, a full disk), if so.
     """
 
@@ -84,6 +84,7 @@ class ModelSnapshot:
         self.into = into
         self.ready_s: float | None = None
         self.refused: str | None = None
+        self.imports_s = 0.0  # a warm interpreter's import seconds, counted in ready_s (as_if_cold)
         self._thread: threading.Thread | None = None
         self._offset_s = 0.0  # the genome's elapsed seconds minus time.monotonic()
         self._copied: tuple[bool, float] | None = None  # (taken, monotonic end) of the last copy
@@ -138,6 +139,14 @@ class ModelSnapshot:
             remove_tree(self.into)  # no folder: the evaluator says no model was exported
         finally:
             os.close(folder)
+
+    def as_if_cold(self, imports_s: float) -> None:
+        """The genome ran in a warm interpreter (:mod:`evo.warm_start`), whose clock starts
+        after the imports that the seed's (cold) clock includes: count them in ``ready_s``,
+        so that a warm genome gets no more training time than a cold one."""
+        self.imports_s = imports_s
+        if self.ready_s is not None:
+            self.ready_s += imports_s
 
     def discard(self) -> None:
         """Remove the copy (after its thread, if one is still copying)."""

@@ -27,7 +27,9 @@ hidden from it by the sandbox, and without a sandbox warm starts are off.) What 
 can observe: torch already imported; a traceback with one frame of the prelude above its
 own; ``sys.orig_argv``, ``/proc/self/cmdline`` and the process's CPU clock include the
 prelude. Its wall time is shorter than cold by the imports, so the scoring limit (set on
-the seed genome, which starts cold) leaves it that much more headroom. A genome whose
+the seed genome, which starts cold) leaves it that much more headroom; the model-ready
+limit does not: the prelude times its imports (printed with :data:`STARTED_WARM`, before
+any genome code runs) and :mod:`evo.model_snapshot` counts them in the genome's ready time. A genome whose
 source mentions the environment (``environ``, ``getenv``, ``putenv``, ``unsetenv``) may set
 variables that torch reads at import (``TORCH_LOGS``, Inductor's), so it starts cold
 (:func:`takes`) and behaves as its exported ``train.py`` would. The check is textual: a
@@ -51,21 +53,27 @@ MODULES = ("numpy", "tiktoken", "torch")  # what the harness and every genome im
 GPU_MODULES = ("torch._dynamo", "torch._inductor.compile_fx")  # imported by torch.compile on its first call
 ENVIRONMENT_USE = re.compile(r"environ|putenv|unsetenv|getenv")
 STARTED_WARM = "evo: this genome runs in an interpreter started before its turn (evo.warm_start)"
+IMPORTS_LINE = re.compile(re.escape(STARTED_WARM) + r" \(imports ([0-9]+\.[0-9]+) s\)")
+HEAD_BYTES = 64 * 2**10  # of a log: where the prelude's line is (after any import warnings)
+MAX_IMPORTS_S = 600.0
 RELEASED_LIMIT_S = 3600.0  # placeholder: every release sets the genome's own limit. While held there is
 # none: the pool cancels an unneeded one, and one whose engine died reads EOF on its stdin and exits
 PRELUDE = """\
+import time as _time
+_t0 = _time.monotonic()
 import importlib, importlib.machinery, json, os, sys, types
 for _name in {modules!r}:
     try:
         importlib.import_module(_name)
     except Exception:
         pass  # the genome's own import reports it
+_imports_s = _time.monotonic() - _t0
 _line = sys.stdin.readline()
 if not _line.strip():
     raise SystemExit(0)
 os.environ.clear()
 os.environ.update(json.loads(_line))
-print({marker!r}, flush=True)
+print({marker!r} + " (imports %.2f s)" % _imports_s, flush=True)
 _path = os.path.join(os.getcwd(), "train.py")
 sys.argv = ["train.py"]
 sys.path[0] = os.getcwd()
@@ -114,6 +122,7 @@ class WarmStart:
         self._on_tick: Callable[[Tick], None] | None = None
         self._result: ProcessResult | None = None
         self._error: BaseException | None = None
+        self.imports_s = 0.0  # seconds the prelude's imports took, once a genome ran in it (run())
         self._thread = threading.Thread(target=self._run, name=f"warm start {log_path.name}", daemon=True)
         self._thread.start()
 
@@ -182,6 +191,7 @@ class WarmStart:
         took = STARTED_WARM in result.tail or result.output_bytes > TAIL_BYTES
         if not (self.gate.delivered and took):
             raise WarmStartLost("the warm interpreter ended before it took its release")
+        self.imports_s = _imports_s(log_path)
         return result
 
     def close(self, remove_workspace: bool = True) -> None:
@@ -194,3 +204,15 @@ class WarmStart:
             self.log_path.unlink(missing_ok=True)
         if remove_workspace:
             remove_tree(self.workspace)
+
+
+def _imports_s(log_path: Path) -> float:
+    """The prelude's import seconds, from its line (:data:`STARTED_WARM`), the first of the
+    genome's log it can be (the genome runs after it); 0 when it cannot be read."""
+    try:
+        with open(log_path, "rb") as handle:
+            head = handle.read(HEAD_BYTES).decode("utf-8", errors="replace")
+    except OSError:
+        return 0.0
+    found = IMPORTS_LINE.search(head)
+    return min(float(found.group(1)), MAX_IMPORTS_S) if found else 0.0

@@ -249,3 +249,44 @@ def test_what_a_genome_does_to_its_export_afterwards_is_not_scored(setup):
     outcome, _ = _evaluate(setup, ending, "g0007")
     assert outcome.state is EvalState.COMPLETE, outcome.error
     assert outcome.metrics["val_bpb"] > 1.5 and "trusted_eval_tokens" in outcome.metrics
+
+
+def test_a_warm_started_genome_s_ready_time_counts_its_interpreter_s_imports(setup):
+    """A warm genome's clock starts at its release, after the prelude imported torch; the
+    seed's (cold) clock includes that. Its model_ready_s adds the prelude's import seconds,
+    so warm genomes get no more training time than cold ones under the same limit."""
+    from evo.evaluation import Placement, start_warm
+    from evo.warm_start import takes
+
+    genome_dir = setup.project_dir / "genomes" / "run"
+    genome_dir.mkdir(parents=True, exist_ok=True)
+    started = start_warm(setup, genome_dir / "_warm9.work", genome_dir / "_warm9.log", Placement("local"))
+    time.sleep(6.0)  # its imports done: held
+    base = (EXPLOITS / "base.py").read_text()  # without its one use of the environment (which would start it cold)
+    code = base.replace('os.environ.get("EVO_EXPLOIT_DEVICE", "")', '""') + "\nhonest_main()\n"
+    assert takes(code)
+    env = {"EVO_PROFILE": "smoke", "EVO_DATASET": "sotu", "EVO_SEED": "1"}
+    outcome = evaluate_genome(setup, code, genome_dir / "g0009.work", genome_dir / "g0009.log", env,
+                              hard_limit_s=120.0, scoring_limit=None, started=started)
+    assert outcome.state is EvalState.COMPLETE, outcome.error
+    imports_s = outcome.metrics["warm_imports_s"]
+    assert 0.3 < imports_s < 6.0  # torch's import, as the prelude timed it
+    assert (genome_dir / "g0009.log").read_text().startswith("evo: this genome runs in an interpreter")
+    # the copy was complete before the genome's exit (release-based clock), then the imports are added
+    assert outcome.metrics["model_ready_s"] > 3.0 + imports_s
+    assert outcome.metrics["model_ready_s"] <= outcome.wall_s + imports_s + 0.001
+
+
+def test_only_the_first_evaluate_bpb_exports(setup):
+    """A genome that evaluates mid-training and again at the end: the harness exports only
+    at the first call (the one evo scores) and says so at the second."""
+    ending = ("_m, _t, _s = train_model(seconds=1.0)\n"
+              "evaluate_model(_m, _t)\n"
+              "_m2, _t, _s = train_model(seconds=1.0)\n"
+              "_v = evaluate_model(_m2, _t)\n"
+              "print_summary(_v, 2.0, _s, _m2)\n")
+    outcome, genome_dir = _evaluate(setup, ending, "g0010")
+    assert outcome.state is EvalState.COMPLETE, outcome.error
+    log = (genome_dir / "g0010.log").read_text()
+    assert log.count("evo: exporting the model for trusted evaluation") == 1
+    assert "called again, not exported again: evo scores the model exported by the first call" in log
