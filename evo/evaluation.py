@@ -241,7 +241,7 @@ def evaluate_genome(
         if on_training_over is not None:
             on_training_over()
         if snapshot is not None:
-            snapshot.at_exit(result.wall_s)
+            snapshot.at_exit(result.wall_s, result.timed_out)
             if started is not None and started.imports_s:
                 snapshot.as_if_cold(started.imports_s)
         outcome = _judge(setup, result, log_path, hard_limit_s, scoring_limit, warm, snapshot, ready_limit)
@@ -250,10 +250,10 @@ def evaluate_genome(
     finally:
         if warm is not None:
             warm.close()
+        if started is not None:
+            started.close()  # (before the snapshot: its ticks, in the warm start's thread, poll it)
         if snapshot is not None:
             snapshot.discard()
-        if started is not None:
-            started.close()
         remove_tree(workspace)
         remove_tree(trusted_harness)
     return replace(outcome, error=redact(outcome.error), log_tail=redact(outcome.log_tail) or "")

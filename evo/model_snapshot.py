@@ -29,7 +29,7 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from evo.evaluator import MAX_PROGRAM_BYTES, MAX_TENSOR_FILE_BYTES, PROGRAM_FILES
@@ -38,6 +38,7 @@ from evo.genome import remove_tree
 EXPORT_ERROR = "export_error.txt"  # written by prepare.export_model when torch.export failed
 MAX_ERROR_BYTES = 16 * 2**10
 CHUNK_BYTES = 4 * 2**20
+MAX_FAILED_COPIES = 3  # copies an export that keeps changing under the engine may cost it
 # Model-ready allowance: the seed's seconds past the budget until its model was ready
 # (start-up, compilation, untimed warm-up steps, the export) plus the larger of half of
 # that, this share of the budget and MIN_READY_SLACK_S.
@@ -88,6 +89,9 @@ class ModelSnapshot:
         self._thread: threading.Thread | None = None
         self._offset_s = 0.0  # the genome's elapsed seconds minus time.monotonic()
         self._copied: tuple[bool, float] | None = None  # (taken, monotonic end) of the last copy
+        self._cancel = threading.Event()
+        self._failed = 0  # copies that failed because the export changed under them
+        self._failed_on: tuple | None = None  # the export's files (inode, size, mtime) at the last failure
 
     @property
     def taken(self) -> bool:
@@ -101,8 +105,9 @@ class ModelSnapshot:
         if self.taken:
             return True
         if self._thread is None:
-            if not _complete(self.export_dir):
-                return False
+            files = _complete(self.export_dir)
+            if files is None or files == self._failed_on or self._cancel.is_set():
+                return False  # (an export a copy failed on is copied again only once it changed)
             self._offset_s = elapsed_s - time.monotonic()
             self._thread = threading.Thread(target=self._copy, name=f"snapshot {self.into.name}", daemon=True)
             self._thread.start()
@@ -113,17 +118,28 @@ class ModelSnapshot:
         self._thread = None
         assert self._copied is not None
         taken, end = self._copied
+        if not taken and not self.refused and not self._cancel.is_set():
+            self._failed += 1
+            self._failed_on = _complete(self.export_dir)
+            if self._failed >= MAX_FAILED_COPIES:
+                self.refused = f"the export kept changing while the engine copied it ({self._failed} tries)"
+                taken = True
         if taken:
             self.ready_s = end + self._offset_s
         return taken
 
-    def at_exit(self, wall_s: float) -> None:
+    def at_exit(self, wall_s: float, timed_out: bool = False) -> None:
         """The genome's processes are gone: finish or take the snapshot now (``ready_s`` at
         most ``wall_s``: nothing changes after the exit); without a complete export, keep its
-        ``export_error.txt`` (why torch.export failed), if any, for the evaluator to report."""
+        ``export_error.txt`` (why torch.export failed), if any, for the evaluator to report.
+        A genome killed at its limit (``timed_out``) is never scored: its copy is stopped."""
+        if timed_out:
+            self._stop()
+            return
         if self._thread is not None:
             self.poll(wall_s, wait=True)  # the copy under way
         if not self.taken:
+            self._failed_on = None  # nothing can change it now
             self.poll(wall_s, wait=True)  # a copy of what is there now
         if self.taken:
             self.ready_s = min(self.ready_s, wall_s)
@@ -149,36 +165,50 @@ class ModelSnapshot:
             self.ready_s += imports_s
 
     def discard(self) -> None:
-        """Remove the copy (after its thread, if one is still copying)."""
-        if self._thread is not None:
-            self._thread.join()
+        """Stop a copy under way and remove the copy."""
+        self._stop()
         remove_tree(self.into)
 
+    def _stop(self) -> None:
+        self._cancel.set()
+        if self._thread is not None:
+            self._thread.join()  # within a chunk's copy
+            self._thread = None
+
     def _copy(self) -> None:
-        """The copy, in its own thread: ``_copied`` = (taken, when it ended)."""
-        taken = True
+        """The copy, in its own thread: ``_copied`` = (taken, when it ended), always set."""
+        taken = False
+        try:
+            taken = self._copy_files()
+        except Exception as exc:  # noqa: BLE001 -- whatever it was, the model is not scored
+            self.refused, taken = f"the engine could not copy it: {type(exc).__name__}: {exc}", True
+        finally:
+            if self.refused or not taken:
+                remove_tree(self.into)
+            self._copied = (taken, time.monotonic())
+
+    def _copy_files(self) -> bool:
+        """Copy the three files; whether a snapshot is taken (or refused). False: the export
+        changed under the copy (or it was stopped)."""
         remove_tree(self.into)
         try:
             folder = _open_folder(self.export_dir)
         except OSError:
-            self._copied = (False, time.monotonic())
-            return
+            return False
         try:
             self.into.mkdir(parents=True)
             for name in PROGRAM_FILES:
-                _copy_file(folder, name, self.into, MAX_PROGRAM_BYTES if name == PROGRAM_FILES[0] else MAX_TENSOR_FILE_BYTES)
+                limit = MAX_PROGRAM_BYTES if name == PROGRAM_FILES[0] else MAX_TENSOR_FILE_BYTES
+                _copy_file(folder, name, self.into, limit, self._cancel)
         except _TooLarge as exc:
             self.refused = str(exc)
         except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                self.refused = f"the engine could not copy it: {exc.strerror}"
-            else:
-                taken = False  # swapped or removed meanwhile: look again at the next tick
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                return False  # swapped or removed meanwhile: look again when it changed
+            self.refused = f"the engine could not copy it: {exc.strerror}"
         finally:
             os.close(folder)
-        if self.refused or not taken:
-            remove_tree(self.into)
-        self._copied = (taken, time.monotonic())
+        return True
 
 
 class _TooLarge(Exception):
@@ -190,29 +220,33 @@ def _open_folder(path: Path) -> int:
     return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
 
 
-def _complete(export_dir: Path) -> bool:
-    """Whether the folder (not a link) holds every export file as a regular file; checked
-    before anything is copied, so a FIFO or a link costs no copy."""
+def _complete(export_dir: Path) -> tuple | None:
+    """The export files' (inode, size, mtime) if the folder (not a link) holds every one as
+    a regular file, else ``None``; checked before anything is copied, so a FIFO or a link
+    costs no copy."""
     try:
         folder = _open_folder(export_dir)
     except OSError:
-        return False
+        return None
     try:
+        found = []
         for name in PROGRAM_FILES:
             try:
-                if not stat.S_ISREG(os.stat(name, dir_fd=folder, follow_symlinks=False).st_mode):
-                    return False
+                info = os.stat(name, dir_fd=folder, follow_symlinks=False)
             except OSError:
-                return False
-        return True
+                return None
+            if not stat.S_ISREG(info.st_mode):
+                return None
+            found.append((info.st_ino, info.st_size, info.st_mtime_ns))
+        return tuple(found)
     finally:
         os.close(folder)
 
 
-def _copy_file(folder: int, name: str, into: Path, limit: int) -> None:
+def _copy_file(folder: int, name: str, into: Path, limit: int, cancel: threading.Event | None = None) -> None:
     """Copy ``name`` of the open ``folder`` into ``into`` if it is a regular file (not a link,
     FIFO or device) of at most ``limit`` bytes; only its data, holes stay holes. Raises
-    OSError (absent, not regular, unreadable, disk full) or _TooLarge."""
+    OSError (absent, not regular, unreadable, disk full, ``cancel`` set) or _TooLarge."""
     source = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=folder)
     try:
         info = os.fstat(source)
@@ -225,6 +259,8 @@ def _copy_file(folder: int, name: str, into: Path, limit: int) -> None:
             for start, end in _data_extents(source, info.st_size):
                 offset = start
                 while offset < end:
+                    if cancel is not None and cancel.is_set():
+                        raise OSError(errno.ECANCELED, "the copy was stopped")
                     chunk = os.pread(source, min(CHUNK_BYTES, end - offset), offset)
                     if not chunk:
                         break  # truncated meanwhile
@@ -237,20 +273,19 @@ def _copy_file(folder: int, name: str, into: Path, limit: int) -> None:
         os.close(source)
 
 
-def _data_extents(fd: int, size: int) -> list[tuple[int, int]]:
-    """The (start, end) byte ranges of ``fd`` that hold data (SEEK_DATA / SEEK_HOLE); the
-    whole file where the file system cannot tell."""
-    if not hasattr(os, "SEEK_DATA"):
-        return [(0, size)]
-    extents, offset = [], 0
+def _data_extents(fd: int, size: int) -> Iterator[tuple[int, int]]:
+    """The (start, end) byte ranges of ``fd`` that hold data (SEEK_DATA / SEEK_HOLE), one at
+    a time; the whole file where the file system cannot tell."""
+    offset = 0
     while offset < size:
         try:
-            start = os.lseek(fd, offset, os.SEEK_DATA)
+            start = os.lseek(fd, offset, os.SEEK_DATA) if hasattr(os, "SEEK_DATA") else offset
+            end = min(os.lseek(fd, start, os.SEEK_HOLE), size) if hasattr(os, "SEEK_HOLE") else size
         except OSError as exc:
             if exc.errno == errno.ENXIO:  # only a hole is left
-                break
-            return [(0, size)]
-        end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
-        extents.append((start, end))
+                return
+            start, end = offset, size  # the file system cannot tell: all of the rest
+        if start >= size:
+            return
+        yield start, end
         offset = end
-    return extents

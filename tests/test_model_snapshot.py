@@ -115,7 +115,7 @@ def test_a_full_disk_refuses_the_model_once_instead_of_copying_at_every_tick(tmp
 
     calls = []
 
-    def full(folder, name, into, limit):
+    def full(folder, name, into, limit, cancel=None):
         calls.append(name)
         raise OSError(errno.ENOSPC, "No space left on device")
 
