@@ -33,13 +33,14 @@ import time
 from pathlib import Path
 
 from evo.archive import Archive
+from evo.boundary import evaluation_setup
 from evo.config import Paths, RunConfig
 from evo.engine import Engine
+from evo.evaluation import evaluate_genome
 from evo.harness import detect_device, genome_env, load_profiles, prepare_data
 from evo.noise import declared_best
 from evo.records import EvalState
 from evo.results import GenomeResult, best
-from evo.runner import run_genome
 
 METHODS = ("evo", "greedy", "random")
 
@@ -101,14 +102,17 @@ def best_so_far(archive: Archive, run: str) -> list[float]:
     return curve
 
 
-def reevaluate(paths: Paths, code: str, config: RunConfig, seeds: list[int], budget_s: float) -> list[float]:
+def reevaluate(paths: Paths, archive: Archive, code: str, config: RunConfig, seeds: list[int], budget_s: float,
+               device: str) -> list[float]:
+    """val_bpb of ``code`` trained again with each of ``seeds``, run and scored as the run's
+    evaluations are (its sandbox and limits, the trusted evaluator)."""
+    setup = evaluation_setup(paths, archive, config, device.startswith("cuda"), 1, say=lambda _: None)
     values = []
     with tempfile.TemporaryDirectory() as tmp:
-        genome = Path(tmp) / "chosen.py"
-        genome.write_text(code)
         for s in seeds:
             env = genome_env(config.profile, config.dataset, s, config.time_budget_s)
-            outcome = run_genome(genome, Path(tmp) / f"{s}.log", paths.project_dir, env, config.effective_wall_limit_s(budget_s))
+            outcome = evaluate_genome(setup, code, Path(tmp) / f"{s}.work", Path(tmp) / f"{s}.log", env,
+                                      hard_limit_s=config.effective_wall_limit_s(budget_s), scoring_limit=None)
             if outcome.state is EvalState.COMPLETE:
                 values.append(outcome.metrics["val_bpb"])
     return values
@@ -179,8 +183,8 @@ def main(argv: list[str] | None = None) -> int:
             engine.run(seed_code)
             results = engine.results()
             pick = chosen(method, results, config)
-            final = reevaluate(paths, engine.source(pick.genome), config,
-                               [1000 + 100 * repeat + j for j in range(args.final_seeds)], budget_s)
+            final = reevaluate(paths, archive, archive.source(pick.genome.source_sha256), config,
+                               [1000 + 100 * repeat + j for j in range(args.final_seeds)], budget_s, device)
             row = rows[method]
             row["reported"].append(pick.val_bpb)
             row["reevaluated"].append(statistics.fmean(final) if final else float("nan"))
