@@ -25,6 +25,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from search_efficiency import QuietReporter  # noqa: E402  (a line per evaluation and per engine message)
+
 from evo import evaluation  # noqa: E402
 from evo.archive import Archive  # noqa: E402
 from evo.config import Paths, RunConfig  # noqa: E402
@@ -33,19 +35,6 @@ from evo.harness import load_profiles  # noqa: E402
 from evo.scheduler import seed_child  # noqa: E402
 
 IMPORT_LINE = "from prepare import MAX_SEQ_LEN, TIME_BUDGET, Tokenizer, evaluate_bpb, make_dataloader\n"
-
-
-class _Quiet:
-    """A reporter that prints only the engine's messages."""
-
-    def generation_started(self, *a): pass
-    def genome_started(self, *a, **k): pass
-    def tick(self, *a): pass
-    def genome_finished(self, *a): pass
-    def generation_finished(self, *a): pass
-
-    def message(self, text):
-        print(f"  [{text}]")
 
 
 def _longer(code: str, factor: float) -> str:
@@ -69,7 +58,7 @@ def main() -> None:
         config = RunConfig(run="slack", profile=args.profile, sandbox=args.sandbox, noise_replicates=1)
         budget_s = float(load_profiles(paths.prepare_py)[args.profile]["time_budget_s"])
         archive.create_run(config, budget_s, project, evaluation.sha256_file(paths.prepare_py))
-        engine = Engine(paths, archive, config, budget_s, "cpu", _Quiet())
+        engine = Engine(paths, archive, config, budget_s, "cpu", QuietReporter("slack"))
         seed_code = seed_child((REPO / "seed_train.py").read_text(), args.profile, "seed_train.py").code
         seed = archive.add_genome("slack", 0, "seed", "seed", seed_code, ())
         print(f"profile {args.profile}: budget {budget_s:.0f} s; evaluating the seed")

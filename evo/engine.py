@@ -389,7 +389,7 @@ class Engine:
         if genome.operator == "seed" or seed is None:
             return None
         pre = [e.metrics["model_ready_s"] - self.time_budget_s for e in seed.evaluations
-               if e.state is EvalState.COMPLETE and e.fidelity == 1.0 and e.metrics.get("model_ready_s") is not None]
+               if e.state is EvalState.COMPLETE and e.metrics.get("model_ready_s") is not None]  # (screens apart)
         return ready_limit_s(budget_s, [budget_s + p for p in pre])
 
     def record_noise_floor(self) -> None:

@@ -381,9 +381,9 @@ def _verdict(
     printed = outcome.metrics
     assert snapshot is not None  # made with the evaluator
     if snapshot.refused:
-        return Outcome(EvalState.FAIL, result.wall_s, result.returncode, printed, FailureKind.UNVERIFIABLE,
-                       f"the exported model cannot be scored: {snapshot.refused}", outcome.log_tail)
-    score = warm.score(snapshot.into)
+        score = {"reason": f"the exported model cannot be scored: {snapshot.refused}"}
+    else:
+        score = warm.score(snapshot.into)
     if "reason" in score:
         return Outcome(EvalState.FAIL, result.wall_s, result.returncode, printed, FailureKind.UNVERIFIABLE,
                        str(score["reason"]), outcome.log_tail)
