@@ -33,6 +33,7 @@ from evo.config import Paths, RunConfig  # noqa: E402
 from evo.engine import Engine  # noqa: E402
 from evo.harness import load_profiles  # noqa: E402
 from evo.scheduler import seed_child  # noqa: E402
+from evo.time_limits import evaluation_limits  # noqa: E402
 
 IMPORT_LINE = "from prepare import MAX_SEQ_LEN, TIME_BUDGET, Tokenizer, evaluate_bpb, make_dataloader\n"
 
@@ -65,7 +66,7 @@ def main() -> None:
         engine.evaluate(seed)
         genomes = [archive.add_genome("slack", 1, "probe", f"trains {f}x the budget", _longer(seed_code, f),
                                       (seed.genome_id,)) for f in factors]
-        scoring, ready = engine.scoring_limit(genomes[0]), engine.ready_limit(genomes[0], budget_s)
+        scoring, ready = evaluation_limits(engine.state.seed(), genomes[0], budget_s, budget_s)
         print(f"limits: wall time {scoring:.1f} s (scoring limit), model ready {ready:.1f} s")
         for genome in genomes:
             print(f"evaluating {genome.genome_id}: {genome.description}")

@@ -24,13 +24,12 @@ from evo import genome as genome_files
 from evo.archive import Archive, ArchiveError
 from evo.boundary import evaluation_setup
 from evo.config import Paths, RunConfig
-from evo.evaluation import read_pinned_harness, scoring_limit_s
+from evo.evaluation import read_pinned_harness
 from evo.harness import genome_env
 from evo.held_out import HELD_OUT_SEED
 from evo.held_out import describe as describe_held_out
 from evo.held_out import held_out as held_out_figure
 from evo.metrics import tail
-from evo.model_snapshot import ready_limit_s
 from evo.operators import REGISTRY, MutationOperator
 from evo.operators.llm import LLMMutation
 from evo.pending import PendingOutcomes
@@ -40,6 +39,7 @@ from evo.results import GenomeResult
 from evo.runner import read_tail
 from evo.scheduler import Birth, Child, Due, EngineError, Scheduler, seed_child
 from evo.state import RunState
+from evo.time_limits import evaluation_limits
 from evo.workers import EvaluationJob, Execution, Finished, WorkerLostError, WorkerPool, make_pool
 
 EVAL_SEED = 42  # EVO_SEED of every first evaluation: genomes differ by code, not by seed
@@ -215,10 +215,10 @@ class Engine:
         screen = fidelity < 1.0
         budget_s = self.time_budget_s * fidelity
         env = genome_env(self.config.profile, self.config.dataset, seed, budget_s if screen else self.config.time_budget_s)
+        scoring_limit_s, ready_limit_s = evaluation_limits(state.seed(), genome, self.time_budget_s, budget_s)
         job = EvaluationJob(
             record.eval_id, genome.genome_id, code, log, env, self.config.effective_wall_limit_s(budget_s),
-            self.scoring_limit(genome, budget_s), seed=genome.operator == "seed",
-            ready_limit_s=self.ready_limit(genome, budget_s),
+            scoring_limit_s, seed=genome.operator == "seed", ready_limit_s=ready_limit_s,
         )
         device = pool.submit(job)
         birth = state.birth_index(genome.genome_id)
@@ -367,30 +367,6 @@ class Engine:
         if self.state is None:
             self.state = RunState.load(self.archive, self.config.run)
         return self.state.incumbent(self.config.best_replicates)
-
-    def scoring_limit(self, genome: GenomeRecord, budget_s: float | None = None) -> float | None:
-        """Wall seconds past which ``genome`` is not scored (``None`` for the seed genome, which
-        defines the run's start-up allowance, and before it completed); ``budget_s``: the
-        evaluation's time budget (a screen's is shorter; default the run's)."""
-        if genome.operator == "seed":
-            return None
-        seed = self.state.seed()
-        walls = [e.wall_s for e in seed.evaluations if e.state is EvalState.COMPLETE and e.wall_s] if seed else []
-        if not walls:
-            return None
-        overhead_s = max(0.0, max(walls) - self.time_budget_s)  # the seed's start-up and evaluation
-        budget_s = self.time_budget_s if budget_s is None else budget_s
-        return scoring_limit_s(budget_s, [budget_s + overhead_s])
-
-    def ready_limit(self, genome: GenomeRecord, budget_s: float) -> float | None:
-        """Wall seconds by which ``genome``'s model must be exported to be scored
-        (:func:`evo.model_snapshot.ready_limit_s`; ``None`` for the seed and before it has a reading)."""
-        seed = self.state.seed()
-        if genome.operator == "seed" or seed is None:
-            return None
-        pre = [e.metrics["model_ready_s"] - self.time_budget_s for e in seed.evaluations
-               if e.state is EvalState.COMPLETE and e.metrics.get("model_ready_s") is not None]  # (screens apart)
-        return ready_limit_s(budget_s, [budget_s + p for p in pre])
 
     def record_noise_floor(self) -> None:
         """Store sigma in the archive once the seed's replicates are all in."""

@@ -7,6 +7,7 @@ from collections import Counter
 import pytest
 from conftest import add_harness
 
+from evo import engine as engine_module
 from evo.archive import Archive
 from evo.config import Paths, RunConfig
 from evo.engine import Engine, EngineError
@@ -197,16 +198,16 @@ def test_ctrl_c_between_recording_an_evaluation_and_handing_it_to_a_slot_leaves_
     """The evaluation is recorded RUNNING before a slot gets it: a Ctrl-C in between must
     still leave it INTERRUPTED (the archive consistent at once, not only after a resume)."""
     engine, archive = _engine(tmp_path, Recorder(), generations=2)
-    real = Engine.scoring_limit  # called in _start after the RUNNING record, before the slot
+    real = engine_module.evaluation_limits  # called in _start after the RUNNING record, before the slot
     calls = {"n": 0}
 
-    def interrupted(self, genome, budget_s=None):
+    def interrupted(*args):
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt
-        return real(self, genome, budget_s)
+        return real(*args)
 
-    monkeypatch.setattr(Engine, "scoring_limit", interrupted)
+    monkeypatch.setattr(engine_module, "evaluation_limits", interrupted)
     with pytest.raises(KeyboardInterrupt):
         engine.run(fake_genome)
     evals = archive.evaluations("r")
