@@ -15,8 +15,9 @@ A run's state (:func:`run_state`), as ``evo runs`` shows it:
 * ``finished``: the run reached its end: ``--max-evaluations`` evaluations counted (a
   screen as its fidelity, :mod:`evo.screening`; less than one full evaluation left), or
   all ``population x generations`` genomes born and every one evaluated (with the seed's
-  noise replicates); a resume may still add a replicate the noise-aware rule asks for,
-  or the declared best's held-out evaluations (:mod:`evo.held_out`);
+  noise replicates), and the declared best's held-out evaluations (:mod:`evo.held_out`)
+  done after the search's last one; a resume may still add a replicate the noise-aware
+  rule asks for;
 * ``stopped``: anything else: stopped by Ctrl-C or a crash, or never limited
   (``--generations`` unset); ``evo resume`` continues it.
 """
@@ -48,6 +49,8 @@ class RunSummary:
         child_complete: COMPLETE evaluations of genomes other than the seed.
         spent: ``evaluations`` in full-budget evaluations (a screen counts its fidelity,
             :mod:`evo.screening`): what ``--max-evaluations`` limits.
+        held_out_tail: held-out evaluations that count, recorded after the last search
+            evaluation that counts (those of the search's final declared best).
     """
 
     record: RunRecord
@@ -59,6 +62,7 @@ class RunSummary:
     seed_failed: int
     child_complete: int
     spent: float = 0.0
+    held_out_tail: int = 0
 
     @property
     def run(self) -> str:
@@ -87,12 +91,22 @@ u AS (
     SELECT g.run, COUNT(*) AS unfinished FROM genomes g
     ANTI JOIN counted c ON c.run = g.run AND c.genome_id = g.genome_id
     GROUP BY g.run
+),
+last_search AS (
+    SELECT run, MAX(eval_id) AS eval_id FROM evaluations
+    WHERE state IN {_COUNTED} AND NOT coalesce(held_out, false) GROUP BY run
+),
+h AS (
+    SELECT e.run, COUNT(*) AS held_out_tail FROM evaluations e LEFT JOIN last_search l ON l.run = e.run
+    WHERE e.state IN {_COUNTED} AND coalesce(e.held_out, false) AND e.eval_id > coalesce(l.eval_id, -1)
+    GROUP BY e.run
 )
 SELECT {", ".join(f"r.{c}" for c in run_columns)},
     COALESCE(g.genomes, 0), COALESCE(e.evaluations, 0), COALESCE(e.running, 0), COALESCE(u.unfinished, 0),
-    COALESCE(e.seed_complete, 0), COALESCE(e.seed_failed, 0), COALESCE(e.child_complete, 0), COALESCE(e.spent, 0)
+    COALESCE(e.seed_complete, 0), COALESCE(e.seed_failed, 0), COALESCE(e.child_complete, 0), COALESCE(e.spent, 0),
+    COALESCE(h.held_out_tail, 0)
 FROM runs r
-LEFT JOIN g ON g.run = r.run LEFT JOIN e ON e.run = r.run LEFT JOIN u ON u.run = r.run
+LEFT JOIN g ON g.run = r.run LEFT JOIN e ON e.run = r.run LEFT JOIN u ON u.run = r.run LEFT JOIN h ON h.run = r.run
 ORDER BY r.created_at, r.run
 """
 
@@ -127,7 +141,8 @@ def run_state(summary: RunSummary, engine_running: bool) -> str:
             return "finished"
         replicates = summary.seed_complete + summary.seed_failed
         seed_done = summary.seed_complete == 0 or replicates >= config.noise_replicates
+        held_out_done = summary.seed_complete == 0 or summary.held_out_tail >= config.held_out_replicates
         if (config.generations is not None and summary.genomes >= config.population * config.generations
-                and summary.unfinished == 0 and seed_done):
+                and summary.unfinished == 0 and seed_done and held_out_done):
             return "finished"
     return "stopped"

@@ -52,7 +52,8 @@ def add_run(archive: Archive, project: Path, name: str, seed_ok: bool = True, ch
 @pytest.fixture
 def project(tmp_path):
     archive = Archive(tmp_path / "archive" / "evo.duckdb")
-    add_run(archive, tmp_path, "good", children=1, generations=1, population=2, noise_replicates=1)
+    add_run(archive, tmp_path, "good", children=1, generations=1, population=2, noise_replicates=1,
+            held_out_replicates=0)
     add_run(archive, tmp_path, "broken", seed_ok=False)
     return tmp_path
 
@@ -247,6 +248,41 @@ def test_resume_without_a_name_and_no_stopped_run_names_the_states(project, caps
     assert main(["resume", "--project", str(project)]) == 2
     err = capsys.readouterr().err
     assert "no stopped run to resume (runs: good finished, broken failed-seed)" in err
+
+
+def test_a_run_stopped_during_its_held_out_evaluations_is_stopped_and_resumed_by_default(project, capsys):
+    """Every genome born and evaluated is not the end of a --generations run: the declared
+    best's held-out evaluations (evo.held_out) are. Stopped between them, the run is
+    ``stopped``, and a bare ``evo resume`` takes it up (it used to say ``finished`` and refuse)."""
+    archive = Archive(project / "archive" / "evo.duckdb")
+    ids = add_run(archive, project, "ho", children=1, generations=1, population=2, noise_replicates=1)
+
+    def held_out(state: EvalState) -> None:
+        ev = archive.start_evaluation("ho", ids[0], 7, "cpu", project / "ho-held.log", held_out=True)
+        outcome = _complete(2.01) if state is EvalState.COMPLETE else Outcome(
+            EvalState.INTERRUPTED, 0.5, None, {}, FailureKind.INTERRUPTED, "stopped", None)
+        archive.finish_evaluation(ev.eval_id, outcome)
+
+    def state() -> str:
+        assert main(["runs", "--project", str(project), "--json"]) == 0
+        return {r["name"]: r["state"] for r in _json(capsys)}["ho"]
+
+    assert state() == "stopped"  # the search is over, its held-out evaluations not begun
+    held_out(EvalState.COMPLETE)
+    held_out(EvalState.INTERRUPTED)  # Ctrl-C during the second
+    assert state() == "stopped"
+    held_out(EvalState.COMPLETE)
+    assert state() == "finished"
+    # a resume that extends the search makes the earlier held-out readings part of the past
+    archive.update_run_config("ho", {"generations": 2})
+    for lr in ("0.03", "0.02"):  # the second cohort, born and evaluated
+        child = archive.add_genome("ho", 1, "hyperparam", f"LR 0.04 -> {lr}", SEED.replace("0.04", lr), (ids[0],))
+        ev = archive.start_evaluation("ho", child.genome_id, 42, "cpu", project / f"ho-{lr}.log")
+        archive.finish_evaluation(ev.eval_id, _complete(1.95))
+    assert state() == "stopped"  # the held-out readings of before are not those of the search's end
+    held_out(EvalState.COMPLETE)
+    held_out(EvalState.COMPLETE)
+    assert state() == "finished"
 
 
 def test_a_screened_run_is_finished_once_less_than_one_evaluation_is_left():
