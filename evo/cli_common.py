@@ -98,9 +98,14 @@ def resolve_run(archive: Archive, name: str | None, summaries: Sequence[RunSumma
         raise ArchiveError(f"no runs in {archive.path}; start one with `evo start`")
     newer = [s.run for s in summaries[summaries.index(chosen) + 1:]]
     if newer:
+        from evo.locking import running_engines
+
+        running = {h.run for h in running_engines(archive.path)} & set(newer)
+        names = ", ".join(f"{n} (running now)" if n in running else n for n in newer)
+        hint = f"--run {max(running, key=newer.index)}" if running else "--run NAME"
         err_console.print(
-            f"note: using run {chosen.run}, the latest with a scored child; newer without one: "
-            f"{', '.join(newer)} (choose with --run NAME)", highlight=False, markup=False, soft_wrap=True,
+            f"note: using run {chosen.run}, the latest with a scored child; newer without one: {names} "
+            f"(choose with {hint})", highlight=False, markup=False, soft_wrap=True,
         )
     return chosen.record
 

@@ -113,6 +113,17 @@ def test_the_default_run_skips_newer_runs_that_never_got_past_their_seed(project
     assert "from run 'good'" in out.read_text()
 
 
+def test_the_note_on_skipped_runs_says_which_one_is_running_now(project, capsys):
+    """While a new run's seed trains (minutes on a GPU), `evo status` shows the last run with
+    results; its note must say the new run is running and how to watch it."""
+    archive = Archive(project / "archive" / "evo.duckdb")
+    archive.create_run(RunConfig(run="fresh", profile="smoke", fitness="reported"), 1.0, project)
+    with RunLock(archive.path, "fresh"):
+        assert main(["status", "--project", str(project), "--json"]) == 0
+    err = capsys.readouterr().err
+    assert "using run good" in err and "broken, fresh (running now)" in err and "--run fresh" in err
+
+
 def test_with_only_a_failed_run_the_default_is_the_latest(tmp_path, capsys):
     archive = Archive(tmp_path / "archive" / "evo.duckdb")
     add_run(archive, tmp_path, "first", seed_ok=False)
