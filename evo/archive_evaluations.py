@@ -193,12 +193,16 @@ class EvaluationTable:
 
     def duty_cycle(self, run: str) -> list[tuple[str, int, float, float, float | None, float | None]]:
         """Per evaluation slot (device) of ``run``: ``(device, evaluations, training seconds,
-        wall seconds from its first start to its last finish, median and max idle gap in
-        seconds between one evaluation's finish and the next one's start)``. Training seconds
-        are what the genomes report (0 for those that report none), capped at each
-        evaluation's wall seconds (a genome cannot claim more); the rest is the engine's clock."""
+        wall seconds, median and max idle gap in seconds between one evaluation's finish and
+        the next one's start)``, over the evaluations that finished (INTERRUPTED ones left
+        out). Wall seconds are those evaluations' own spans plus the idle gaps between them;
+        a gap in which the run was stopped (an INTERRUPTED evaluation ended in it: a
+        Ctrl-C, ``kill -9``, the engine down until ``evo resume``) is downtime, not idle
+        time, and counts in neither. Training seconds are what the genomes report (0 for
+        those that report none), capped at each evaluation's wall seconds (a genome cannot
+        claim more); the rest is the engine's clock."""
         with self._tx(read_only=True) as con:
-            rows = con.execute(_DUTY_SQL, [run]).fetchall()
+            rows = con.execute(_DUTY_SQL, [run, run]).fetchall()
         return [(d, n, float(t or 0.0), float(w or 0.0), gm, gx) for d, n, t, w, gm, gx in rows]
 
 
@@ -217,14 +221,22 @@ FROM e
 _DUTY_SQL = """
 WITH e AS (
     SELECT device, started_at, finished_at, least(coalesce(training_seconds, 0), coalesce(wall_s, 0)) AS training_s,
-           date_diff('millisecond', lag(finished_at) OVER (PARTITION BY device ORDER BY started_at), started_at)
-               / 1000.0 AS gap_s
+           date_diff('millisecond', started_at, finished_at) / 1000.0 AS span_s,
+           lag(finished_at) OVER (PARTITION BY device ORDER BY started_at) AS previous_end
     FROM evaluations
     WHERE run = ? AND device IS NOT NULL AND started_at IS NOT NULL AND finished_at IS NOT NULL
+        AND state <> 'INTERRUPTED'
+),
+stops AS (SELECT finished_at FROM evaluations WHERE run = ? AND state = 'INTERRUPTED'),
+g AS (
+    SELECT e.*, CASE WHEN previous_end IS NULL
+                       OR EXISTS (SELECT 1 FROM stops s WHERE s.finished_at BETWEEN e.previous_end AND e.started_at)
+                     THEN NULL
+                     ELSE date_diff('millisecond', previous_end, started_at) / 1000.0 END AS gap_s
+    FROM e
 )
-SELECT device, count(*), sum(training_s),
-       date_diff('millisecond', min(started_at), max(finished_at)) / 1000.0, median(gap_s), max(gap_s)
-FROM e GROUP BY device ORDER BY device
+SELECT device, count(*), sum(training_s), sum(span_s) + coalesce(sum(gap_s), 0), median(gap_s), max(gap_s)
+FROM g GROUP BY device ORDER BY device
 """
 
 

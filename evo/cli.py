@@ -149,13 +149,16 @@ def build_parser() -> argparse.ArgumentParser:
                          help="DuckDB archive file (default: <project>/archive/evo.duckdb)")
     common = argparse.ArgumentParser(add_help=False, parents=[project])
     common.add_argument("--run", dest="run_option", default=None, metavar="NAME", help=RUN_HELP)
+    resumable = argparse.ArgumentParser(add_help=False, parents=[project])  # resume's default run differs
+    resumable.add_argument("--run", dest="run_option", default=None, metavar="NAME",
+                           help="the run (default: the most recently created stopped run; see `evo runs`)")
 
     parser = argparse.ArgumentParser(
         prog="evo",
         description="Evolutionary population search over train.py genomes, scored by val_bpb "
         "(validation bits per byte, lower is better) under a fixed training time budget.",
         epilog="Every verb but start names its run with --run NAME (default: the latest run whose search got "
-        "past its seed); `evo runs` lists them.",
+        "past its seed; for resume, the latest stopped run); `evo runs` lists them.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -246,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="largest file a genome may write (default 16384)")
     p.set_defaults(func=_verb("evo.cli_run", "cmd_start"))
 
-    p = sub.add_parser("resume", parents=[common], help="continue a stopped or crashed run",
+    p = sub.add_parser("resume", parents=[resumable], help="continue a stopped or crashed run",
                        description="Continue a run after Ctrl-C, a crash or kill -9: completed evaluations are kept, "
                        "an interrupted one is run again, generation numbers continue. Without RUN, the most "
                        "recently created stopped run (see `evo runs`). A finished run continues with a higher "
@@ -308,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the run's declared best: the lowest val_bpb that held up over its replicates (default)")
     which.add_argument("--genome", default=None, metavar="ID", help="a genome id, e.g. g0007")
     p.add_argument("genome_pos", nargs="?", metavar="GENOME", help="a genome id, as --genome")
-    p.add_argument("-o", "--output", default="train.py", metavar="FILE", help="output file (default: train.py)")
+    p.add_argument("-o", "--output", default=None, metavar="FILE", help="output file (default: train.py)")
     p.add_argument("--results-tsv", default=None, metavar="FILE",
                    help="instead of a train.py, write the run as autoresearch's results.tsv "
                    "(commit, val_bpb, memory_gb, status keep/discard/crash, description)")
@@ -318,7 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="val_bpb of every evaluation in order, the running best, each kept "
                        "improvement labelled with its description, failures as red crosses on the top edge.")
     p.add_argument("run", nargs="?", metavar="RUN", help=POSITIONAL_RUN_HELP)
-    p.add_argument("-o", "--output", default="progress.png", metavar="FILE", help="PNG file (default: progress.png)")
+    p.add_argument("-o", "--output", default="progress.png", metavar="FILE",
+                   help="image file, PNG, SVG or PDF by its suffix (default: progress.png)")
     p.set_defaults(func=_verb("evo.cli_views", "cmd_plot"))
 
     p = sub.add_parser("show", parents=[common], help="one genome: source, metrics, log tail, or a diff",

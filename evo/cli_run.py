@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import math
 import re
 import signal
 from pathlib import Path
@@ -173,6 +174,9 @@ def _check_max_evaluations(n: int | None) -> None:
 def cmd_start(args: argparse.Namespace) -> int:
     _sigterm_as_interrupt()  # from here on SIGTERM is Ctrl-C: data preparation can take minutes
     _check_max_evaluations(args.max_evaluations)
+    if args.max_children_per_parent is not None and args.max_children_per_parent < 1:
+        raise ValueError(f"--max-children-per-parent must be >= 1 (omit it for max(2, population / 2)), got "
+                         f"{args.max_children_per_parent}")
     paths = common.paths(args)
     run = args.run or dt.datetime.now().strftime("run-%Y%m%d-%H%M%S")
     if not RUN_NAME.fullmatch(run):
@@ -208,6 +212,9 @@ def cmd_start(args: argparse.Namespace) -> int:
     if config.sandbox == "bwrap":
         detect_sandbox("bwrap")  # raises where bubblewrap does not work, before the run is recorded
     time_budget_s = float(args.time_budget or profiles[profile]["time_budget_s"])
+    if args.wall_limit is not None and args.wall_limit <= time_budget_s:
+        raise ValueError(f"--wall-limit {args.wall_limit:g} s leaves no time to train: it must exceed the time budget "
+                         f"({time_budget_s:g} s) plus start-up and evaluation (omit it for 2 x budget + 120 s)")
     archive = common.open_archive(paths, read_only=False)
     if run in {r.run for r in archive.list_runs()}:
         raise ArchiveError(f"run {run!r} already exists in {paths.archive_path}; use `evo resume --run {run}`")
@@ -260,6 +267,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     record = common.resolve_run(archive, args.run, summaries) if args.run else _run_to_resume(paths, summaries)
     with RunLock(paths.archive_path, record.run, allow_concurrent=args.allow_concurrent):
         changes = _resume_changes(args)
+        _check_new_totals(changes, RunConfig.from_json(record.config_json), next(s for s in summaries if s.run == record.run))
         # everything checked before the changes are stored: RunConfig validates itself, the LLM's
         # key, price and program.md, the slots, the sandbox, the data
         config = _llm_ready(dataclasses.replace(RunConfig.from_json(record.config_json), **changes), paths)
@@ -287,6 +295,18 @@ def cmd_resume(args: argparse.Namespace) -> int:
         if code == EXIT_OK and added == 0:
             console.print(f"nothing was left to evaluate in run {record.run}", highlight=False)
         return code
+
+
+def _check_new_totals(changes: dict[str, Any], config: RunConfig, summary: RunSummary) -> None:
+    """Raises ValueError for a ``--generations`` or ``--max-evaluations`` below what the run
+    has already done (it would be stored and read back as a run past its own limit)."""
+    cohorts = -(-summary.genomes // config.population)  # cohorts with a genome born
+    if changes.get("generations") is not None and changes["generations"] < cohorts:
+        raise ValueError(f"run {config.run} has already begun {cohorts} generations (cohorts of {config.population}); "
+                         f"--generations {changes['generations']} is below that: give {cohorts} or more")
+    if changes.get("max_evaluations") is not None and changes["max_evaluations"] < summary.spent - 1e-9:
+        raise ValueError(f"run {config.run} has already spent {summary.spent:g} evaluations; --max-evaluations "
+                         f"{changes['max_evaluations']} is below that: give {math.ceil(summary.spent - 1e-9)} or more")
 
 
 def _resume_changes(args: argparse.Namespace) -> dict[str, Any]:

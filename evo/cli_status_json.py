@@ -38,7 +38,8 @@ def status_json(view: StatusView) -> dict[str, Any]:
     """``evo status --json``: the run, its noise floor, declared best, every genome, the running slots.
 
     Keys: ``run`` (name, created_at, profile, dataset, time_budget_s, fitness,
-    population, generations, state: running / stopped / finished / failed-seed,
+    population, generations, max_evaluations (each ``None`` without that limit),
+    state: running / stopped / finished / failed-seed,
     engine_pid: ``None`` when no engine runs it), ``states`` (genome state -> count),
     ``noise_floor`` (pooled sigma, the seed's n, df, genomes pooled, sigma_90: its 90%
     interval; ``None`` before any replicate), ``declared_best`` (genome_id, val_bpb,
@@ -53,8 +54,8 @@ def status_json(view: StatusView) -> dict[str, Any]:
     declared best; empty while no engine runs the run),
     ``interrupted`` (genome_id, attempt, slot of each evaluation left RUNNING by an engine
     that died; ``evo resume`` records their kept outcome or runs them again), ``slots`` (per device: evaluations,
-    training_s as the genomes report it, wall_s from the first start to the last finish,
-    duty_cycle = training_s / wall_s, idle gaps between evaluations), ``operators`` (name -> children,
+    training_s as the genomes report it, wall_s: the evaluations' spans and the idle gaps
+    between them, the run's stopped time left out (:meth:`Archive.duty_cycle`), duty_cycle = training_s / wall_s, idle gaps between evaluations), ``operators`` (name -> children,
     improved, weight: the credit the engine draws operators by, :mod:`evo.credit`, over
     the latest births; share: the weight over the operators' total), ``llm`` (model, attempts, children,
     failed by outcome, tokens, spend_usd; ``None`` without calls). Times are UTC ISO 8601;
@@ -66,7 +67,8 @@ def status_json(view: StatusView) -> dict[str, Any]:
         "run": {
             "name": record.run, "created_at": record.created_at.isoformat(timespec="seconds"), "profile": record.profile,
             "dataset": record.dataset, "time_budget_s": record.time_budget_s, "fitness": config.fitness,
-            "population": config.population, "generations": config.generations, "state": view.state,
+            "population": config.population, "generations": config.generations,
+            "max_evaluations": config.max_evaluations, "state": view.state,
             "engine_pid": view.engine.pid if view.engine else None,
         },
         "states": dict(sorted(Counter(view.state_of(n) for n in view.nodes).items())),

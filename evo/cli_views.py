@@ -118,6 +118,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     record = resolve_run(archive, args.run)
     config = RunConfig.from_json(record.config_json)
     if args.results_tsv:
+        if args.output or args.best or args.genome or args.genome_pos:
+            raise ValueError("--results-tsv writes the whole run's table and nothing else: export a genome "
+                             "(--best, --genome, -o) in a command of its own")
         rows = write_results_tsv(load_results(archive, record.run), Path(args.results_tsv))
         console.print(f"wrote {args.results_tsv} ({len(rows)} evaluated genomes of run {record.run}, "
                       "autoresearch's results.tsv format)", highlight=False)
@@ -134,7 +137,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     chosen = genome_result(genome, archive.evaluations(record.run, genome_id=genome_id, metrics=VIEW_METRICS))
     code = standalone_source(archive.source(genome.source_sha256), record, chosen, _evaluated_seed(chosen),
                              config.time_budget_s)
-    out = Path(args.output)
+    out = Path(args.output or "train.py")
     genome_files.write_atomic(out, code)
     score = f"val_bpb {chosen.val_bpb:.6f} (n={chosen.n})" if chosen.val_bpb is not None else chosen.state
     console.print(f"wrote {out} (run {record.run}, genome {chosen.genome_id}, {score}); "
@@ -156,8 +159,9 @@ def _evaluated_seed(result: GenomeResult) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     from evo.config import RunConfig
     from evo.lineage import declared_best, load_nodes
-    from evo.plot import plot_progress  # matplotlib is slow to import; only this verb needs it
+    from evo.plot import image_format, plot_progress  # matplotlib is slow to import; only this verb needs it
 
+    image_format(Path(args.output))  # a wrong suffix is refused before anything is read
     archive = open_archive(paths(args))
     with archive.reading():
         record = resolve_run(archive, args.run)

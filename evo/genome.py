@@ -91,7 +91,19 @@ def _umask() -> int:
 
 def write_atomic(path: Path, text: str | bytes) -> None:
     """Write ``text`` (UTF-8) or bytes to ``path`` through a temporary file and a rename
-    (never half-written), with the mode a plain ``open`` would give (0o666 less the umask)."""
+    (never half-written), with the mode a plain ``open`` would give (0o666 less the umask).
+
+    Raises:
+        OSError: of the failure's own type (a full disk, a read-only folder, ``path`` a
+            folder), its message naming ``path`` rather than the temporary file.
+    """
+    try:
+        _write_atomic(path, text)
+    except OSError as exc:
+        raise type(exc)(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def _write_atomic(path: Path, text: str | bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

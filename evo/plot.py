@@ -78,6 +78,21 @@ def progress_points(genomes: Iterable[GenomeRecord], evaluations: Iterable[Evalu
     return points
 
 
+IMAGE_FORMATS = ("png", "svg", "pdf")
+
+
+def image_format(path: Path) -> str:
+    """The image format ``path``'s suffix names (``png`` without a suffix).
+
+    Raises:
+        ValueError: a suffix of another format.
+    """
+    suffix = path.suffix.lower().lstrip(".")
+    if suffix and suffix not in IMAGE_FORMATS:
+        raise ValueError(f"cannot write a plot as .{suffix}: name a .png, .svg or .pdf file")
+    return suffix or "png"
+
+
 def _y_range(scores: Sequence[float]) -> tuple[float, float]:
     """(bottom, top) of the y axis: the best to max(baseline, 90th percentile), padded."""
     ordered = sorted(scores)
@@ -166,7 +181,7 @@ def render_progress(points: Sequence[Point], path: Path, title: str,
     if points:
         ax.legend(loc="upper right", bbox_to_anchor=(1.0, 0.97), fontsize=8, framealpha=0.9)  # below the failure row
     buffer = io.BytesIO()
-    fig.savefig(buffer, dpi=DPI, format="png")
+    fig.savefig(buffer, dpi=DPI, format=image_format(path))
     write_atomic(path, buffer.getvalue())
 
 

@@ -72,7 +72,7 @@ def header(result: GenomeResult, run: str, by_id: dict[str, GenomeResult]) -> li
         f"description: {g.description}",
     ]
     if result.last is not None and result.last.error:
-        lines.append(f"error: {result.last.error}")
+        lines.append(f"why it ended: {result.last.error}")
     figure = held_out(result.held_out_scores, None)
     if figure is not None:
         lines.append(f"{describe_held_out(figure)}: readings with fresh seeds after the search, "

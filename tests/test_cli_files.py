@@ -103,3 +103,41 @@ def test_evo_start_adds_the_outputs_to_gitignore(tmp_path, capsys, monkeypatch, 
     captured = capsys.readouterr()
     assert "added /genomes/ and /archive/ to" in captured.out and captured.err.startswith("error:")
     assert (tmp_path / ".gitignore").read_text().endswith("/genomes/\n/archive/\n")
+
+
+def test_an_output_that_cannot_be_written_is_named_and_nothing_is_left(fake, tmp_path, capsys):
+    """-o a folder: the error names the file asked for, not a temporary file beside it."""
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    assert main(["export", "--best", "-o", str(folder), "--project", str(fake.project)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot write {folder}" in err and ".tmp" not in err
+    assert list(folder.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["a-folder"]
+
+
+@pytest.mark.parametrize("suffix, magic", [(".svg", b"<?xml"), (".pdf", b"%PDF"), (".png", b"\x89PNG")])
+def test_plot_writes_the_format_its_suffix_names(fake, tmp_path, suffix, magic):
+    out = tmp_path / f"p{suffix}"
+    assert main(["plot", "-o", str(out), "--project", str(fake.project)]) == 0
+    assert out.read_bytes().startswith(magic)
+
+
+def test_plot_refuses_a_suffix_it_cannot_write(fake, tmp_path, capsys):
+    assert main(["plot", "-o", str(tmp_path / "p.jpg"), "--project", str(fake.project)]) == 2
+    assert "name a .png, .svg or .pdf file" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("extra", [["-o", "t.py"], ["--best"], ["--genome", "g0000"], ["g0000"]])
+def test_results_tsv_with_a_genome_export_is_refused_not_half_done(fake, tmp_path, capsys, extra):
+    tsv = tmp_path / "r.tsv"
+    assert main(["export", "--results-tsv", str(tsv), *extra, "--project", str(fake.project)]) == 2
+    assert "in a command of its own" in capsys.readouterr().err and not tsv.exists()
+
+
+def test_show_of_a_failed_genome_says_why_it_ended_without_an_error_line(fake, capsys):
+    """Everywhere else a line opening with 'error:' means evo failed (exit 2); `evo show` of
+    a genome that failed succeeds and says why the genome's evaluation ended."""
+    assert main(["show", fake.crashed, "--project", str(fake.project)]) == 0
+    out = capsys.readouterr().out
+    assert "why it ended: " in out and not any(line.startswith("error:") for line in out.splitlines())

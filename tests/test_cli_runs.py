@@ -229,6 +229,38 @@ def resumable(tmp_path, monkeypatch):
     return tmp_path, archive, handed
 
 
+def test_resume_refuses_fewer_evaluations_than_the_run_has_spent_and_stores_nothing(resumable, capsys):
+    project, archive, handed = resumable
+    assert main(["resume", "--project", str(project), "--run", "r1", "--max-evaluations", "1"]) == 2
+    says = "has already spent 2 evaluations; --max-evaluations 1 is below that: give 2 or more"
+    assert says in capsys.readouterr().err and not handed
+    assert RunConfig.from_json(Archive(archive.path, read_only=True).get_run("r1").config_json).max_evaluations == 2
+
+
+def test_resume_refuses_fewer_generations_than_it_has_begun(tmp_path, capsys, monkeypatch):
+    archive = Archive(tmp_path / "archive" / "evo.duckdb")
+    add_run(archive, tmp_path, "g", children=3, population=2, generations=3)  # 4 genomes: 2 cohorts begun
+    monkeypatch.setattr("evo.cli_run.prepare_data", lambda *args: None)
+    monkeypatch.setattr("evo.cli_run._execute", lambda *args, **kwargs: 0)
+    assert main(["resume", "--project", str(tmp_path), "--run", "g", "--generations", "1"]) == 2
+    assert "has already begun 2 generations (cohorts of 2); --generations 1 is below that" in capsys.readouterr().err
+    assert RunConfig.from_json(Archive(archive.path, read_only=True).get_run("g").config_json).generations == 3
+    assert main(["resume", "--project", str(tmp_path), "--run", "g", "--generations", "2"]) == 0
+
+
+def test_start_refuses_a_wall_limit_within_the_budget_and_a_zero_children_cap(tmp_path, capsys, fake_genome):
+    from conftest import add_harness
+
+    project = add_harness(tmp_path)
+    (project / "seed_train.py").write_text(fake_genome)
+    base = ["start", "--project", str(project), "--profile", "smoke", "--fitness", "reported", "--time-budget", "3"]
+    assert main([*base, "--wall-limit", "3"]) == 2
+    assert "--wall-limit 3 s leaves no time to train" in capsys.readouterr().err
+    assert main([*base, "--max-children-per-parent", "0"]) == 2
+    assert "--max-children-per-parent must be >= 1" in capsys.readouterr().err
+    assert not (project / "archive").exists()
+
+
 def test_resume_without_a_name_continues_the_latest_stopped_run(resumable, capsys):
     project, archive, handed = resumable
     add_run(archive, project, "r3", seed_ok=False)  # newer still, but its seed failed: nothing to resume

@@ -109,7 +109,9 @@ def test_json_holds_the_run_noise_floor_best_and_every_genome(fake, capsys):
     assert next(g for g in data["genomes"] if g["id"] == long_id)["description"] == LONG
     from evo.config import RunConfig
 
-    top = declared_best(list(results.values()), RunConfig.from_json(fake.archive.get_run(fake.run).config_json))
+    config = RunConfig.from_json(fake.archive.get_run(fake.run).config_json)
+    assert (data["run"]["generations"], data["run"]["max_evaluations"]) == (config.generations, config.max_evaluations)
+    top = declared_best(list(results.values()), config)
     assert data["declared_best"]["genome_id"] == top.genome_id
     assert data["declared_best"]["val_bpb"] == top.val_bpb
     sigma = data["noise_floor"]
@@ -227,3 +229,34 @@ def test_a_running_held_out_evaluation_is_a_running_slot_in_the_json(tmp_path, c
         out = capsys.readouterr().out
     assert (slot["genome_id"], slot["slot"], slot["held_out"]) == (seed_id, "cpu", True)
     assert "a held-out evaluation of the declared best" in out  # the text says the same
+
+
+def test_the_duty_cycle_leaves_out_the_time_a_run_was_stopped(tmp_path):
+    """A slot's wall time and idle gaps span the run's working time: the hours between a
+    Ctrl-C (or kill -9) and `evo resume` are downtime, and an INTERRUPTED attempt is no
+    evaluation of the slot's."""
+    import datetime as dt
+
+    from evo.config import RunConfig
+    from evo.records import EvalState, FailureKind, Outcome
+
+    archive = Archive(tmp_path / "evo.duckdb")
+    archive.create_run(RunConfig(run="r", profile="smoke", fitness="reported"), 1.0, tmp_path)
+    t0 = dt.datetime(2026, 1, 1)
+    # (start s, end s, state): two evaluations, a stop during the third, an hour down, two more
+    spans = [(0, 10, "COMPLETE"), (11, 20, "COMPLETE"), (21, 25, "INTERRUPTED"), (3600, 3610, "COMPLETE"),
+             (3614, 3620, "COMPLETE")]
+    for i, (start, end, state) in enumerate(spans):
+        genome = archive.add_genome("r", 0, "seed" if i == 0 else "hyperparam", f"g{i}", f"X = {i}\n")
+        ev = archive.start_evaluation("r", genome.genome_id, 42, "cpu", tmp_path / f"{i}.log")
+        outcome = (Outcome(EvalState.COMPLETE, end - start, 0, {"val_bpb": 1.0, "training_seconds": 5.0}, None, None, "")
+                   if state == "COMPLETE" else
+                   Outcome(EvalState.INTERRUPTED, 0.0, None, {}, FailureKind.INTERRUPTED, "stopped", None))
+        archive.finish_evaluation(ev.eval_id, outcome)
+        with archive._tx() as con:
+            con.execute("UPDATE evaluations SET started_at = ?, finished_at = ? WHERE eval_id = ?",
+                        [t0 + dt.timedelta(seconds=start), t0 + dt.timedelta(seconds=end), ev.eval_id])
+    ((device, n, training_s, wall_s, gap_median, gap_max),) = archive.duty_cycle("r")
+    assert (device, n, training_s) == ("cpu", 4, 20.0)
+    assert wall_s == pytest.approx(10 + 9 + 10 + 6 + 1 + 4)  # the spans and the gaps of 1 and 4 s, not the hour
+    assert (gap_median, gap_max) == (pytest.approx(2.5), pytest.approx(4.0))
