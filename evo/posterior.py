@@ -172,8 +172,11 @@ def top(beliefs_: Mapping[str, Belief], k: int | None = None) -> list[str]:
 def prob_best(candidates: Mapping[str, Belief]) -> dict[str, float]:
     """genome id -> probability that its true fitness is the lowest of ``candidates``.
 
-    Quadrature over ``QUADRATURE_POINTS`` points spanning every belief's +-6 sd; beliefs
-    with sd 0 count as point masses (ties share). The probabilities sum to 1 (normalized).
+    Quadrature (trapezoid) over ``QUADRATURE_POINTS`` points across each belief's +-6 sd,
+    merged, up to the lowest of the beliefs' mean + 6 sd (the minimum lies below it): every
+    belief's density is sampled at its own scale, however far apart the beliefs are or
+    however different their spreads. Beliefs with sd 0 count as point masses (ties share).
+    The probabilities sum to 1 (normalized).
     """
     ids = list(candidates)
     if not ids:
@@ -200,8 +203,9 @@ def prob_best(candidates: Mapping[str, Belief]) -> dict[str, float]:
 
     means = np.array([candidates[i].mean for i in ids])
     sds = np.array([candidates[i].sd for i in ids])
-    low, high = float((means - 6 * sds).min()), float((means + 6 * sds).max())
-    x = np.linspace(low, high, QUADRATURE_POINTS)  # (X,)
+    high = float((means + 6 * sds).min())  # the minimum of the true values lies below this
+    span = np.linspace(-6.0, 6.0, QUADRATURE_POINTS)
+    x = np.unique(np.minimum((means[:, None] + sds[:, None] * span[None, :]).ravel(), high))  # (X,), X <= N * points
     z = (x[None, :] - means[:, None]) / sds[:, None]  # (N, X)
     pdf = np.exp(-0.5 * z**2) / (sds[:, None] * math.sqrt(2 * math.pi))
     survive = np.clip(0.5 * _erfc(z / math.sqrt(2)), 1e-300, 1.0)  # P(theta_j > x), (N, X)

@@ -163,3 +163,30 @@ def test_the_belief_index_between_full_passes_matches_a_pass_for_the_changed_gen
     keys = index.ranked_keys()
     assert keys == sorted(keys) and len(keys) == 60
     assert [i for _, _, i in keys][0] == min(index.beliefs, key=lambda i: (index.beliefs[i].mean, birth[i]))
+
+
+@pytest.mark.parametrize("far", [1.6, 2.0, 8.0])
+@pytest.mark.parametrize("sd", [0.001, 0.0005])
+def test_prob_best_is_exact_however_far_a_hopeless_candidate_lies(sd, far):
+    """A diverged child far above the rest once made the quadrature grid coarser than the
+    near beliefs' spread (0.79 stated for a true 0.66 with one at 2.0). The two near ones
+    decide alone: P(a < b) = Phi(0.5 sd / sqrt(sd^2 + sd^2 / 2))."""
+    candidates = {"a": Belief(1.0, sd, 1), "b": Belief(1.0 + 0.5 * sd, sd / math.sqrt(2), 2), "far": Belief(far, sd, 1)}
+    p = prob_best(candidates)
+    assert p["a"] == pytest.approx(statistics.NormalDist().cdf(0.5 / math.sqrt(1.5)), abs=1e-3)
+    assert p["far"] < 1e-9 and sum(p.values()) == pytest.approx(1.0)
+
+
+def test_prob_best_with_very_different_spreads_matches_sampling():
+    """One belief 500 times wider than the others: each is integrated at its own scale."""
+    rng = random.Random(0)
+    candidates = {f"g{i}": Belief(1 + 0.002 * rng.gauss(0, 1), 0.001 + 0.002 * rng.random(), 2) for i in range(6)}
+    candidates["wide"] = Belief(0.999, 0.5, 1)
+    p = prob_best(candidates)
+    draws = 100_000
+    wins = {i: 0 for i in candidates}
+    for _ in range(draws):
+        values = {i: rng.gauss(b.mean, b.sd) for i, b in candidates.items()}
+        wins[min(values, key=values.get)] += 1
+    for i in candidates:
+        assert p[i] == pytest.approx(wins[i] / draws, abs=0.006)
