@@ -51,6 +51,7 @@ from evo.scheduler import Birth, Due, Scheduler  # noqa: E402
 from evo.state import RunState, SourceCache  # noqa: E402
 
 T0 = datetime(2026, 1, 1)
+CALIBRATION_EVERY = 8  # --calibration: a checkpoint every this many evaluations
 
 
 def simulate(land: L.Landscape, repeat: int, evaluations: int, keep: dict | None = None, **overrides) -> list[float]:
@@ -92,6 +93,8 @@ def simulate(land: L.Landscape, repeat: int, evaluations: int, keep: dict | None
                 seed, "cpu", "", metrics={"val_bpb": value} if ok else {}, held_out=held_out, fidelity=job.fidelity,
             ))
             best = state.incumbent(config.best_replicates)
+            if keep is not None and "calibration" in keep and eval_id % CALIBRATION_EVERY == 0:
+                keep["calibration"].append(calibration_point(land, state, sources, config.best_replicates))
             if best is None:
                 spent.append((state.spent(), 1.0))
                 continue
@@ -103,6 +106,34 @@ def simulate(land: L.Landscape, repeat: int, evaluations: int, keep: dict | None
     if keep is not None:
         keep.update(state=state, sources=sources)
     return by_evaluation(spent, evaluations)
+
+
+def calibration_point(land: L.Landscape, state: RunState, sources: dict[str, str], best_replicates: int
+                      ) -> tuple[float, bool] | None:
+    """``(stated P(best), whether the declared best is truly the best COMPLETE genome)``
+    now (``None`` without a stated probability): what ``evo status`` would claim, and the truth.
+    A genome whose true fitness equals the lowest (an edit of an ignored constant) counts as best."""
+    verdict = state.verdict(best_replicates)
+    if verdict.best is None or verdict.probability is None:
+        return None
+    trues = [t for r in state.results() if r.is_complete
+             and (t := L.true_fitness(land, sources[r.genome.source_sha256])) is not None]
+    mine = L.true_fitness(land, sources[state.result(verdict.best).genome.source_sha256])
+    return verdict.probability, mine is not None and mine <= min(trues) + 1e-12
+
+
+def calibration_report(points: list[tuple[float, bool]]) -> str:
+    """Stated probability vs. how often it was true, overall and in bins of the statement."""
+    if not points:
+        return "calibration: no stated probability"
+    cells = [f"calibration over {len(points)} checkpoints: stated {statistics.fmean(p for p, _ in points):.2f}, "
+             f"true {statistics.fmean(t for _, t in points):.2f}"]
+    for low, high in ((0.0, 0.5), (0.5, 0.7), (0.7, 0.9), (0.9, 1.01)):
+        inside = [(p, t) for p, t in points if low <= p < high]
+        if inside:
+            cells.append(f"[{low:.1f}, {min(high, 1.0):.1f}): {len(inside)} stated {statistics.fmean(p for p, _ in inside):.2f}"
+                         f" true {statistics.fmean(t for _, t in inside):.2f}")
+    return "; ".join(cells)
 
 
 def best_evaluated(land: L.Landscape, state: RunState, sources: dict[str, str], min_readings: int = 1) -> float | None:
@@ -195,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", metavar="FILE", help="write {landscape: [curve per repeat]} here")
     p.add_argument("--oracle", action="store_true",
                    help="also print the true fitness of the best genome evaluated (at the last checkpoint)")
+    p.add_argument("--calibration", action="store_true",
+                   help="also print the declared best's stated P(best) against how often it was truly the best "
+                   f"(a checkpoint every {CALIBRATION_EVERY} evaluations)")
     p.add_argument("--by-operator", action="store_true",
                    help="also print each operator's children: truly better than their parent, failed, median gain")
     args = p.parse_args(argv)
@@ -203,12 +237,14 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         p.error(str(exc))
     curves_of: dict[str, list[list[float]]] = {}
+    all_points: list[tuple[float, bool]] = []
     checkpoints = [int(x) for x in args.evaluations.split(",")]
     repeats = range(args.first_repeat, args.first_repeat + args.repeats)
     for name in args.landscapes.split(","):
         land = L.parse_name(name)
         started = time.monotonic()
-        kept = [{} if args.oracle or args.by_operator else None for _ in repeats]  # each run's state, only if read
+        kept = [({"calibration": []} if args.calibration else {}) if args.oracle or args.by_operator or args.calibration
+                 else None for _ in repeats]  # each run's state, only if read
         curves = curves_of[name] = [simulate(land, r, max(checkpoints), keep=k, **overrides)
                                     for r, k in zip(repeats, kept, strict=True)]
         cells = []
@@ -223,6 +259,10 @@ def main(argv: list[str] | None = None) -> int:
                 xs = [x for x in xs if x is not None]
                 cells.append(f"{label} {statistics.fmean(xs):.4f}" if xs else f"{label} -")
         print(f"{name:12s} {'  '.join(cells)}   ({time.monotonic() - started:.0f} s)", flush=True)
+        if args.calibration:
+            points = [c for x in kept for c in x["calibration"] if c is not None]
+            all_points.extend(points)
+            print(f"  {calibration_report(points)}", flush=True)
         if args.by_operator:
             for op, (n, better, failed, gains) in sorted(operator_report(land, kept).items()):
                 median = f"{statistics.median(gains):+.4f}" if gains else "-"
@@ -230,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"median gain {median}", flush=True)
         if args.json:  # after each landscape, so a stopped run keeps what it finished
             Path(args.json).write_text(json.dumps(curves_of))
+    if args.calibration:
+        print(f"all landscapes: {calibration_report(all_points)}")
     return 0
 
 

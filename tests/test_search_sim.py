@@ -84,3 +84,23 @@ def test_the_operator_report_counts_every_child_once(capsys):
     printed = capsys.readouterr().out
     for op, (n, better, failed, _) in report.items():
         assert f"  {op:12s} {n:4d} children, {better:4d} better than their parent, {failed:3d} failed" in printed
+
+
+def test_calibration_pairs_each_stated_probability_with_the_truth(capsys):
+    """--calibration: at each checkpoint the declared best's stated P(best) (what evo status
+    prints) and whether its true fitness is the lowest of every COMPLETE genome."""
+    land = L.parse_name("coupled:0")
+    keep: dict = {"calibration": []}
+    search_sim.simulate(land, 0, 32, keep=keep)
+    points = [p for p in keep["calibration"] if p is not None]
+    assert len(keep["calibration"]) == 32 // search_sim.CALIBRATION_EVERY and points
+    state, sources = keep["state"], keep["sources"]
+    stated, truly = search_sim.calibration_point(land, state, sources, 2)
+    assert (stated, truly) == points[-1]  # nothing changed after the last checkpoint
+    assert 0.0 <= stated <= 1.0 and stated == state.verdict(2).probability
+    trues = {r.genome_id: L.true_fitness(land, sources[r.genome.source_sha256]) for r in state.results() if r.is_complete}
+    best = state.verdict(2).best
+    assert truly == (trues[best] <= min(t for t in trues.values() if t is not None) + 1e-12)
+    report = search_sim.calibration_report([(0.8, True), (0.8, False), (0.2, False)])
+    assert report.startswith("calibration over 3 checkpoints: stated 0.60, true 0.33")
+    assert "[0.7, 0.9): 2 stated 0.80 true 0.50" in report and "[0.0, 0.5): 1 stated 0.20 true 0.00" in report
