@@ -267,10 +267,11 @@ def cmd_resume(args: argparse.Namespace) -> int:
     record = common.resolve_run(archive, args.run, summaries) if args.run else _run_to_resume(paths, summaries)
     with RunLock(paths.archive_path, record.run, allow_concurrent=args.allow_concurrent):
         changes = _resume_changes(args)
-        _check_new_totals(changes, RunConfig.from_json(record.config_json), next(s for s in summaries if s.run == record.run))
+        stored = RunConfig.from_json(record.config_json)
+        _check_new_totals(changes, stored, next(s for s in summaries if s.run == record.run))
         # everything checked before the changes are stored: RunConfig validates itself, the LLM's
         # key, price and program.md, the slots, the sandbox, the data
-        config = _llm_ready(dataclasses.replace(RunConfig.from_json(record.config_json), **changes), paths)
+        config = _llm_ready(dataclasses.replace(stored, **changes), paths)
         device = detect_device()
         execution = _execution(args, device)
         if config.sandbox == "bwrap":

@@ -39,10 +39,7 @@ def evaluation_limits(
     if genome.operator == "seed" or seed is None:
         return None, None
     complete = [e for e in seed.evaluations if e.state is EvalState.COMPLETE]  # (screens apart)
-    walls = [e.wall_s for e in complete if e.wall_s]
-    scoring = None
-    if walls:
-        overhead_s = max(0.0, max(walls) - run_budget_s)  # the seed's start-up and evaluation
-        scoring = scoring_limit_s(budget_s, [budget_s + overhead_s])
-    pre = [e.metrics["model_ready_s"] - run_budget_s for e in complete if e.metrics.get("model_ready_s") is not None]
-    return scoring, ready_limit_s(budget_s, [budget_s + p for p in pre])
+    shift_s = budget_s - run_budget_s  # the seed's readings moved to this budget: same seconds past it
+    walls = [e.wall_s + shift_s for e in complete if e.wall_s]
+    ready = [e.metrics["model_ready_s"] + shift_s for e in complete if e.metrics.get("model_ready_s") is not None]
+    return scoring_limit_s(budget_s, walls), ready_limit_s(budget_s, ready)
